@@ -1,0 +1,148 @@
+//! One `Config`, from flags or `SSEHUB_*` environment variables, with the
+//! documented defaults (README, "Configuration").
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// The command line: `ssehub [serve] [OPTIONS]`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ssehub",
+    version,
+    about = "Server-Sent Events pub/sub hub",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    config: Config,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the hub (the default when no command is given).
+    Serve(Config),
+}
+
+impl Cli {
+    /// The configuration to serve with, whether `serve` was written or not.
+    pub fn into_config(self) -> Config {
+        match self.command {
+            Some(Command::Serve(config)) => config,
+            None => self.config,
+        }
+    }
+}
+
+/// Everything the server can be told. Durations are whole seconds on the
+/// command line and in the environment.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on (port 0: any free port, printed at start).
+    #[arg(long, env = "SSEHUB_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Messages retained per channel for resume.
+    #[arg(long, env = "SSEHUB_HISTORY_SIZE", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub history_size: u64,
+
+    /// Seconds a message is retained for resume.
+    #[arg(long, env = "SSEHUB_HISTORY_AGE", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub history_age: u64,
+
+    /// Seconds without a message before a stream gets a timeout frame (when the
+    /// subscriber does not ask with `?timeout=`).
+    #[arg(long, env = "SSEHUB_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
+
+    /// Largest `?timeout=` a subscriber may ask for, in seconds.
+    #[arg(long, env = "SSEHUB_MAX_TIMEOUT", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=999_999))]
+    pub max_timeout: u64,
+
+    /// Seconds between heartbeat comments on an idle stream.
+    #[arg(long, env = "SSEHUB_HEARTBEAT", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
+    pub heartbeat: u64,
+
+    /// Reconnection delay sent to clients in the stream preamble, in milliseconds.
+    #[arg(long, env = "SSEHUB_RETRY_MS", default_value_t = 2000)]
+    pub retry_ms: u64,
+
+    /// Largest send body accepted, in bytes.
+    #[arg(long, env = "SSEHUB_BODY_LIMIT", default_value_t = 65536, value_parser = clap::value_parser!(u64).range(2..=64 * 1024 * 1024))]
+    pub body_limit: u64,
+
+    /// Open streams allowed on this server.
+    #[arg(long, env = "SSEHUB_MAX_SUBSCRIBERS", default_value_t = 100_000)]
+    pub max_subscribers: usize,
+
+    /// Recent messages kept per followed channel for live delivery; a subscriber
+    /// further behind reads the history instead.
+    #[arg(long, env = "SSEHUB_LIVE_BUFFER", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub live_buffer: u64,
+
+    /// Seconds a graceful shutdown waits for requests in flight.
+    #[arg(long, env = "SSEHUB_SHUTDOWN_GRACE", default_value_t = 10)]
+    pub shutdown_grace: u64,
+
+    /// Directory of the demo pages served at `/`.
+    #[arg(long, env = "SSEHUB_STATIC_DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/static"))]
+    pub static_dir: PathBuf,
+
+    /// Log filter (tracing `EnvFilter` syntax, e.g. `info` or `ssehub=debug`).
+    #[arg(long, env = "SSEHUB_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl Config {
+    /// Reads the command line and environment; exits with a usage message on error.
+    pub fn from_args() -> Self {
+        Cli::parse().into_config()
+    }
+
+    /// Checks the rules that span several options.
+    ///
+    /// # Errors
+    /// A message naming the options that disagree.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.timeout > self.max_timeout {
+            return Err(format!(
+                "--timeout ({}) must not exceed --max-timeout ({})",
+                self.timeout, self.max_timeout
+            ));
+        }
+        Ok(())
+    }
+
+    /// `history_age` as a duration.
+    pub fn history_age(&self) -> Duration {
+        Duration::from_secs(self.history_age)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_serve_subcommand() {
+        let plain = Cli::try_parse_from(["ssehub"]).unwrap().into_config();
+        assert_eq!(plain.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(
+            (plain.history_size, plain.timeout, plain.heartbeat),
+            (1000, 60, 15)
+        );
+        let serve = Cli::try_parse_from(["ssehub", "serve", "--listen", "127.0.0.1:0"])
+            .unwrap()
+            .into_config();
+        assert_eq!(serve.listen.port(), 0);
+        assert!(Cli::try_parse_from(["ssehub", "--timeout", "0"]).is_err());
+        let bad = Cli::try_parse_from(["ssehub", "--timeout", "10", "--max-timeout", "5"])
+            .unwrap()
+            .into_config();
+        assert!(bad.validate().is_err());
+    }
+}

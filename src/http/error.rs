@@ -1,0 +1,147 @@
+//! The one place where failures become HTTP answers.
+//!
+//! Every layer has its own error ([`ProtocolError`], [`HubError`]); they convert
+//! into [`ApiError`], whose [`ApiError::status`] and [`ApiError::code`] are the
+//! whole mapping. The same error renders as a JSON body (`error.schema.json`)
+//! or, for a subscriber whose browser cannot read an error body, as a failure
+//! frame (`failure.schema.json`).
+
+use serde::Serialize;
+use warp::http::header::{HeaderValue, ALLOW};
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::Reply;
+
+use crate::hub::HubError;
+use crate::protocol::schema::Violation;
+use crate::protocol::ProtocolError;
+
+/// Everything the API answers with a non-2xx status.
+#[derive(Debug, Clone)]
+pub(crate) enum ApiError {
+    Protocol(ProtocolError),
+    Hub(HubError),
+    NotFound,
+    /// The methods the resource does allow, for the `Allow` header.
+    MethodNotAllowed {
+        allow: &'static str,
+    },
+    BodyTooLarge {
+        limit: usize,
+    },
+    UnsupportedMediaType,
+}
+
+impl From<ProtocolError> for ApiError {
+    fn from(e: ProtocolError) -> Self {
+        ApiError::Protocol(e)
+    }
+}
+
+impl From<HubError> for ApiError {
+    fn from(e: HubError) -> Self {
+        ApiError::Hub(e)
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Inner<'a>,
+}
+
+#[derive(Serialize)]
+struct Inner<'a> {
+    code: &'static str,
+    message: String,
+    details: &'a [Violation],
+}
+
+impl ApiError {
+    pub(crate) fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Protocol(_) => StatusCode::BAD_REQUEST,
+            ApiError::Hub(
+                HubError::Store(_) | HubError::TooManySubscribers(_) | HubError::ShuttingDown,
+            ) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        }
+    }
+
+    /// The `code` of `error.schema.json` (and of `failure.schema.json` where it applies).
+    pub(crate) fn code(&self) -> &'static str {
+        match self {
+            ApiError::Protocol(ProtocolError::InvalidChannel(_)) => "invalid_channel",
+            ApiError::Protocol(ProtocolError::InvalidJson(_)) => "invalid_json",
+            ApiError::Protocol(ProtocolError::SchemaViolation(_)) => "schema_violation",
+            ApiError::Protocol(ProtocolError::InvalidQuery(_)) => "invalid_query",
+            ApiError::Hub(HubError::Store(_)) => "store_unavailable",
+            ApiError::Hub(HubError::TooManySubscribers(_)) => "too_many_subscribers",
+            ApiError::Hub(HubError::ShuttingDown) => "shutting_down",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::BodyTooLarge { .. } => "body_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+        }
+    }
+
+    /// Whether a subscriber gets this as a failure frame: the codes of
+    /// `failure.schema.json`. Shutting down is not a failure (the client should
+    /// come back), so it stays an HTTP answer.
+    pub(crate) fn is_stream_failure(&self) -> bool {
+        !matches!(self, ApiError::Hub(HubError::ShuttingDown))
+    }
+
+    pub(crate) fn message(&self) -> String {
+        match self {
+            ApiError::Protocol(e) => e.to_string(),
+            ApiError::Hub(e) => e.to_string(),
+            ApiError::NotFound => {
+                "no such resource; see protocol/openapi.yaml for the endpoints".into()
+            }
+            ApiError::MethodNotAllowed { .. } => {
+                "this method is not allowed on this resource".into()
+            }
+            ApiError::BodyTooLarge { limit } => {
+                format!("the body is larger than this server's limit of {limit} bytes")
+            }
+            ApiError::UnsupportedMediaType => {
+                "send the body as JSON with 'Content-Type: application/json'".into()
+            }
+        }
+    }
+
+    fn details(&self) -> &[Violation] {
+        match self {
+            ApiError::Protocol(
+                ProtocolError::SchemaViolation(v) | ProtocolError::InvalidQuery(v),
+            ) => v,
+            _ => &[],
+        }
+    }
+
+    /// The JSON answer.
+    pub(crate) fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(code = self.code(), error = %self.message(), "request failed");
+        }
+        let body = Body {
+            error: Inner {
+                code: self.code(),
+                message: self.message(),
+                details: self.details(),
+            },
+        };
+        let mut response =
+            warp::reply::with_status(warp::reply::json(&body), status).into_response();
+        if let ApiError::MethodNotAllowed { allow } = self {
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static(allow));
+        }
+        response
+    }
+}

@@ -1,0 +1,105 @@
+//! Routes. A route matches on the path alone; the handler checks the method and
+//! reads and validates the rest itself, so a bad request is answered by the
+//! route it was meant for and never falls through to another one.
+
+use std::convert::Infallible;
+
+use warp::http::{HeaderMap, Method};
+use warp::reply::Response;
+use warp::{Filter, Rejection, Reply};
+
+use super::error::ApiError;
+use super::{handlers, Api};
+
+/// Every route, with unmatched requests answered as JSON 404/405.
+pub(crate) fn routes(api: Api) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    let static_files = warp::get()
+        .and(warp::fs::dir(api.static_dir.clone()))
+        .map(Reply::into_response);
+    healthz(api.clone())
+        .or(events(api.clone()))
+        .unify()
+        .or(messages(api.clone()))
+        .unify()
+        .or(channel(api))
+        .unify()
+        .or(static_files)
+        .unify()
+        .recover(answer_rejection)
+        .unify()
+}
+
+fn with_api(api: Api) -> impl Filter<Extract = (Api,), Error = Infallible> + Clone {
+    warp::any().map(move || api.clone())
+}
+
+/// The query string, or `""` when there is none (warp's `raw` rejects then).
+fn raw_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
+    warp::query::raw().or(warp::any().map(String::new)).unify()
+}
+
+/// `GET /healthz`
+fn healthz(api: Api) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("healthz")
+        .and(warp::method())
+        .and(with_api(api))
+        .then(|method: Method, api: Api| async move {
+            if method != Method::GET && method != Method::HEAD {
+                return ApiError::MethodNotAllowed { allow: "GET, HEAD" }.into_response();
+            }
+            handlers::healthz(api).await
+        })
+}
+
+/// `GET /channels/{channel}/events`
+fn events(api: Api) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("channels" / String / "events")
+        .and(warp::method())
+        .and(raw_query())
+        .and(warp::header::headers_cloned())
+        .and(with_api(api))
+        .then(|channel: String, method: Method, query: String, headers: HeaderMap, api: Api| async move {
+            if method != Method::GET {
+                return ApiError::MethodNotAllowed { allow: "GET" }.into_response();
+            }
+            handlers::events(api, channel, query, headers).await
+        })
+}
+
+/// `POST /channels/{channel}/messages`
+fn messages(api: Api) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("channels" / String / "messages")
+        .and(warp::method())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .and(with_api(api))
+        .then(
+            |channel: String, method: Method, headers: HeaderMap, body, api: Api| async move {
+                if method != Method::POST {
+                    return ApiError::MethodNotAllowed { allow: "POST" }.into_response();
+                }
+                handlers::send(api, channel, headers, body).await
+            },
+        )
+}
+
+/// `GET /channels/{channel}`
+fn channel(api: Api) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("channels" / String)
+        .and(warp::method())
+        .and(with_api(api))
+        .then(|channel: String, method: Method, api: Api| async move {
+            if method != Method::GET && method != Method::HEAD {
+                return ApiError::MethodNotAllowed { allow: "GET, HEAD" }.into_response();
+            }
+            handlers::channel_info(api, channel).await
+        })
+}
+
+/// Nothing matched: the API routes match on any method, so what is left is a
+/// path that names nothing (a static file that is not there, or a non-GET
+/// request for one).
+async fn answer_rejection(rejection: Rejection) -> Result<Response, Infallible> {
+    tracing::debug!(?rejection, "unmatched request");
+    Ok(ApiError::NotFound.into_response())
+}

@@ -1,0 +1,25 @@
+//! The HTTP face of the hub: routes ([`filters`]), what each does ([`handlers`])
+//! and how failures are answered ([`error`]).
+
+mod error;
+mod filters;
+mod handlers;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::hub::Hub;
+
+pub(crate) use filters::routes;
+
+/// What the handlers need: the hub and the request limits.
+#[derive(Debug, Clone)]
+pub(crate) struct Api {
+    pub(crate) hub: Hub,
+    /// Largest accepted send body, in bytes.
+    pub(crate) body_limit: usize,
+    /// Largest `?timeout=` a subscriber may ask for.
+    pub(crate) max_timeout: Duration,
+    /// Where the demo pages are.
+    pub(crate) static_dir: PathBuf,
+}

@@ -1,0 +1,338 @@
+//! One subscriber's stream: resume position, replay, live frames, heartbeats,
+//! timeout and shutdown.
+//!
+//! A subscription is a position (`next`, the next seq it wants) and a pull loop:
+//! take what the topic's ring holds from `next` on; when the ring cannot answer
+//! (the subscriber is behind it, or it is new), read the store after `next - 1`.
+//! Delivery is by position, so the seam between replay and live has neither a
+//! duplicate nor a hole, whatever is published meanwhile. Nothing is queued per
+//! subscriber: a slow one just falls behind and catches up from the store, or
+//! is told of a gap when the history no longer reaches back to it.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::Stream;
+use tokio::time::{Instant, Sleep};
+
+use super::topic::{Take, Topic};
+use super::{Hub, HubError};
+use crate::protocol::{ChannelName, FailureBody, GapBody, GapReason, MessageId, TimeoutBody};
+use crate::sse;
+
+/// Most bytes coalesced into one chunk from the ring.
+const MAX_CHUNK: usize = 64 * 1024;
+
+/// What a subscriber asks for.
+#[derive(Debug, Clone, Default)]
+pub struct SubscribeRequest {
+    /// The resume position (from `Last-Event-ID` or `lastEventId`), as sent.
+    pub last_event_id: Option<String>,
+    /// The stream's timeout; the server default when `None`.
+    pub timeout: Option<Duration>,
+}
+
+/// Holds one stream's place in the hub's counts; gives it back on drop, however
+/// the stream ends (completed, client gone, server shutdown).
+struct Place {
+    hub: Hub,
+    channel: ChannelName,
+    topic: Option<Arc<Topic>>,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        if let Some(topic) = self.topic.take() {
+            self.hub.shared.fanout.0.unfollow(&self.channel, &topic);
+        }
+        self.hub.shared.subscribers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+struct State {
+    place: Place,
+    topic: Arc<Topic>,
+    /// Bytes to send before anything else (preamble, gap frame).
+    pending: Option<Bytes>,
+    /// The next position this subscriber wants.
+    next: u64,
+    /// True once the store said there is nothing at or after `next` and the ring
+    /// has had nothing since: no need to ask the store again until a push.
+    synced: bool,
+    timeout: Duration,
+    timeout_at: Instant,
+    heartbeat_at: Instant,
+    timer: Pin<Box<Sleep>>,
+    done: bool,
+}
+
+pub(super) async fn open(
+    hub: Hub,
+    channel: ChannelName,
+    request: SubscribeRequest,
+) -> Result<impl Stream<Item = Result<Bytes, Infallible>> + Send + Sync + 'static, HubError> {
+    let shared = &hub.shared;
+    if shared.shutdown.is_cancelled() {
+        return Err(HubError::ShuttingDown);
+    }
+    let open_now = shared.subscribers.fetch_add(1, Ordering::Relaxed) + 1;
+    let mut place = Place {
+        hub: hub.clone(),
+        channel: channel.clone(),
+        topic: None,
+    };
+    if open_now > shared.settings.max_subscribers {
+        return Err(HubError::TooManySubscribers(
+            shared.settings.max_subscribers,
+        ));
+    }
+    // Follow before reading the resume position: every message stored from here
+    // on reaches the ring, and everything before it is in the store.
+    let topic = shared.fanout.0.follow(&channel);
+    place.topic = Some(Arc::clone(&topic));
+
+    let (next, gap) = resume_position(&hub, &channel, request.last_event_id.as_deref()).await?;
+    let mut first = BytesMut::new();
+    first.put_slice(&sse::preamble(shared.settings.retry_ms));
+    if let Some(gap) = gap {
+        first.put_slice(&gap);
+    }
+
+    let timeout = request.timeout.unwrap_or(shared.settings.default_timeout);
+    let now = Instant::now();
+    let heartbeat_at = now + shared.settings.heartbeat;
+    let state = State {
+        place,
+        topic,
+        pending: Some(first.freeze()),
+        next,
+        synced: false,
+        timeout,
+        timeout_at: now + timeout,
+        heartbeat_at,
+        timer: Box::pin(tokio::time::sleep_until(heartbeat_at.min(now + timeout))),
+        done: false,
+    };
+    let stream = futures::stream::unfold(state, |mut state| async move {
+        let chunk = step(&mut state).await?;
+        Some((Ok(chunk), state))
+    });
+    Ok(Exclusive(std::sync::Mutex::new(Box::pin(stream))))
+}
+
+/// Makes a `Send` stream `Sync`, as warp's response body requires, by only ever
+/// touching it through `&mut` ([`std::sync::Mutex::get_mut`] takes no lock). The
+/// store's futures need not be `Sync` for this.
+struct Exclusive<S>(std::sync::Mutex<Pin<Box<S>>>);
+
+impl<S: Stream> Stream for Exclusive<S> {
+    type Item = S::Item;
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<S::Item>> {
+        let inner = self
+            .get_mut()
+            .0
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner());
+        inner.as_mut().poll_next(cx)
+    }
+}
+
+/// The preamble and one failure frame: how a subscriber error reaches a browser.
+pub(super) fn failure_only(retry_ms: u64, code: &str, message: &str) -> Bytes {
+    let mut bytes = BytesMut::new();
+    bytes.put_slice(&sse::preamble(retry_ms));
+    bytes.put_slice(&sse::event("failure", &FailureBody { code, message }));
+    bytes.freeze()
+}
+
+/// Where a new stream starts, and the gap frame to send first when the asked
+/// position cannot be honoured in full.
+async fn resume_position(
+    hub: &Hub,
+    channel: &ChannelName,
+    last_event_id: Option<&str>,
+) -> Result<(u64, Option<Bytes>), HubError> {
+    let store = &hub.shared.store;
+    let head = store.read(channel, 0, 0).await?;
+    let Some(raw) = last_event_id.filter(|raw| !raw.is_empty()) else {
+        return Ok((head.last_seq + 1, None));
+    };
+    let reason = match MessageId::parse(raw) {
+        None => GapReason::UnknownId,
+        Some(id) if id.epoch != store.epoch() => GapReason::OtherEpoch,
+        Some(id) if id.seq > head.last_seq => GapReason::UnknownId,
+        Some(id) => match head.first_seq {
+            Some(first) if id.seq + 1 < first => GapReason::BeforeHistory,
+            None if id.seq < head.last_seq => GapReason::BeforeHistory,
+            _ => return Ok((id.seq + 1, None)),
+        },
+    };
+    let next = head.first_seq.unwrap_or(head.last_seq + 1);
+    Ok((
+        next,
+        Some(gap_frame(hub, channel, raw, head.first_seq, reason)),
+    ))
+}
+
+fn gap_frame(
+    hub: &Hub,
+    channel: &ChannelName,
+    after: &str,
+    resume_from: Option<u64>,
+    reason: GapReason,
+) -> Bytes {
+    let epoch = hub.shared.store.epoch();
+    let resume_from = resume_from.map(|seq| MessageId { epoch, seq }.to_string());
+    sse::event(
+        "gap",
+        &GapBody {
+            channel,
+            after,
+            resume_from,
+            reason,
+        },
+    )
+}
+
+/// What woke a waiting subscriber.
+enum Wake {
+    Pushed,
+    Timer,
+    Shutdown,
+}
+
+/// The next chunk of the stream, or `None` when it has ended.
+async fn step(state: &mut State) -> Option<Bytes> {
+    if let Some(first) = state.pending.take() {
+        return Some(first);
+    }
+    if state.done {
+        return None;
+    }
+    let hub = state.place.hub.clone();
+    let topic = Arc::clone(&state.topic);
+    loop {
+        // Register for the next push before looking, so none is missed between.
+        let notified = topic.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+
+        match topic.take(state.next, MAX_CHUNK) {
+            Take::Frames { chunk, next } => {
+                state.next = next;
+                return Some(delivered(state, chunk));
+            }
+            Take::UpToDate => {}
+            Take::Empty if state.synced => {}
+            Take::Empty | Take::Behind => match catch_up(&hub, state).await {
+                Ok(Some(chunk)) => return Some(chunk),
+                Ok(None) => {}
+                Err(error) => {
+                    state.done = true;
+                    tracing::warn!(channel = %state.place.channel, %error, "stream failed");
+                    let message = error.to_string();
+                    return Some(sse::event(
+                        "failure",
+                        &FailureBody {
+                            code: "store_unavailable",
+                            message: &message,
+                        },
+                    ));
+                }
+            },
+        }
+
+        let deadline = state.heartbeat_at.min(state.timeout_at);
+        if state.timer.deadline() != deadline {
+            state.timer.as_mut().reset(deadline);
+        }
+        let wake = tokio::select! {
+            biased;
+            _ = hub.shared.shutdown.cancelled() => Wake::Shutdown,
+            _ = &mut notified => Wake::Pushed,
+            _ = state.timer.as_mut() => Wake::Timer,
+        };
+        match wake {
+            Wake::Pushed => continue,
+            Wake::Shutdown => {
+                state.done = true;
+                return Some(Bytes::from_static(sse::SHUTDOWN));
+            }
+            Wake::Timer => {
+                let now = Instant::now();
+                if now >= state.timeout_at {
+                    state.done = true;
+                    let body = TimeoutBody {
+                        channel: &state.place.channel,
+                        seconds: state.timeout.as_secs(),
+                    };
+                    return Some(sse::event("timeout", &body));
+                }
+                state.heartbeat_at = now + hub.shared.settings.heartbeat;
+                return Some(Bytes::from_static(sse::HEARTBEAT));
+            }
+        }
+    }
+}
+
+/// Reads the store after `next - 1`: the replay of a new stream, or the catch-up
+/// of one that fell behind the ring. `None` when there is nothing to send.
+async fn catch_up(hub: &Hub, state: &mut State) -> Result<Option<Bytes>, HubError> {
+    let channel = &state.place.channel;
+    let after = state.next - 1;
+    let history = hub
+        .shared
+        .store
+        .read(channel, after, hub.shared.settings.replay_batch)
+        .await?;
+    let mut chunk = BytesMut::new();
+    let lost = match history.first_seq {
+        Some(first) => first > state.next,
+        None => history.last_seq >= state.next,
+    };
+    if lost {
+        // The history no longer reaches back to this subscriber: say so, go on
+        // from the oldest retained message.
+        let epoch = hub.shared.store.epoch();
+        let asked = MessageId { epoch, seq: after }.to_string();
+        chunk.put_slice(&gap_frame(
+            hub,
+            channel,
+            &asked,
+            history.first_seq,
+            GapReason::BeforeHistory,
+        ));
+        state.next = history.first_seq.unwrap_or(history.last_seq + 1);
+    }
+    for message in &history.messages {
+        chunk.put_slice(&message.frame);
+        state.next = message.seq + 1;
+    }
+    state.synced = history.messages.is_empty() && history.last_seq < state.next;
+    if chunk.is_empty() {
+        return Ok(None);
+    }
+    let delivered_any = !history.messages.is_empty();
+    let chunk = chunk.freeze();
+    Ok(Some(if delivered_any {
+        delivered(state, chunk)
+    } else {
+        chunk
+    }))
+}
+
+/// Bookkeeping for a chunk carrying messages: the timeout and heartbeat restart.
+fn delivered(state: &mut State, chunk: Bytes) -> Bytes {
+    let now = Instant::now();
+    state.timeout_at = now + state.timeout;
+    state.heartbeat_at = now + state.place.hub.shared.settings.heartbeat;
+    chunk
+}

@@ -1,0 +1,172 @@
+//! Live fan-out: one [`Topic`] per followed channel, holding a ring of the most
+//! recent frames and a [`Notify`] that wakes its subscribers.
+//!
+//! Subscribers pull: each remembers the next position it wants and copies what
+//! the ring holds from there. A publish therefore costs one push and one wake-up
+//! no matter how many subscribers there are or how slow they are; a subscriber
+//! that falls behind the ring reads the store instead (see `subscription.rs`).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::sync::Notify;
+
+use crate::protocol::{ChannelName, Message};
+use crate::shards::{lock, Shard, Shards};
+use crate::store::Feed;
+
+/// The followed channels.
+pub(crate) struct Topics {
+    topics: Shards<Arc<Topic>>,
+    ring_capacity: usize,
+}
+
+/// What a subscriber gets from the ring.
+pub(crate) enum Take {
+    /// Frames from the wanted position on, coalesced into one chunk; `next` is the
+    /// position after the last frame taken.
+    Frames { chunk: Bytes, next: u64 },
+    /// Nothing newer than the wanted position: wait for a push.
+    UpToDate,
+    /// The ring is empty: only the store can say whether anything is there.
+    Empty,
+    /// The wanted position is not in the ring (the subscriber fell behind it): ask the store.
+    Behind,
+}
+
+/// One followed channel.
+pub(crate) struct Topic {
+    /// Recent frames with consecutive positions. A std mutex: held only to push or
+    /// to clone out a few `Bytes`, never across an await.
+    ring: Mutex<VecDeque<Arc<Message>>>,
+    /// Wakes every waiting subscriber after a push.
+    pub(crate) notify: Notify,
+    /// Streams open on this channel on this node.
+    pub(crate) subscribers: AtomicUsize,
+    ring_capacity: usize,
+}
+
+impl Topics {
+    pub(crate) fn new(ring_capacity: usize) -> Self {
+        Topics {
+            topics: Shards::new(),
+            ring_capacity: ring_capacity.max(1),
+        }
+    }
+
+    fn shard(&self, channel: &ChannelName) -> MutexGuard<'_, Shard<Arc<Topic>>> {
+        self.topics.lock(channel)
+    }
+
+    /// The channel's topic, created if needed, with one more subscriber counted.
+    pub(crate) fn follow(&self, channel: &ChannelName) -> Arc<Topic> {
+        let mut shard = self.shard(channel);
+        let topic = shard.entry(channel.clone()).or_insert_with(|| {
+            Arc::new(Topic {
+                ring: Mutex::new(VecDeque::with_capacity(self.ring_capacity.min(64))),
+                notify: Notify::new(),
+                subscribers: AtomicUsize::new(0),
+                ring_capacity: self.ring_capacity,
+            })
+        });
+        topic.subscribers.fetch_add(1, Ordering::Relaxed);
+        Arc::clone(topic)
+    }
+
+    /// One subscriber fewer; the topic is dropped with its last subscriber.
+    pub(crate) fn unfollow(&self, channel: &ChannelName, topic: &Arc<Topic>) {
+        let mut shard = self.shard(channel);
+        // Counted under the shard lock, so `follow` cannot revive it concurrently.
+        if topic.subscribers.fetch_sub(1, Ordering::Relaxed) == 1 {
+            if let Some(current) = shard.get(channel) {
+                if Arc::ptr_eq(current, topic) {
+                    shard.remove(channel);
+                }
+            }
+        }
+    }
+
+    /// Subscribers of one channel now.
+    pub(crate) fn subscribers(&self, channel: &ChannelName) -> usize {
+        self.shard(channel)
+            .get(channel)
+            .map_or(0, |t| t.subscribers.load(Ordering::Relaxed))
+    }
+}
+
+impl Feed for Topics {
+    fn deliver(&self, channel: &ChannelName, message: &Arc<Message>) {
+        let topic = self.shard(channel).get(channel).cloned();
+        if let Some(topic) = topic {
+            topic.push(message);
+        }
+    }
+
+    fn is_followed(&self, channel: &ChannelName) -> bool {
+        self.shard(channel).contains_key(channel)
+    }
+}
+
+impl Topic {
+    fn ring(&self) -> MutexGuard<'_, VecDeque<Arc<Message>>> {
+        lock(&self.ring)
+    }
+
+    /// Adds a stored message and wakes the subscribers.
+    fn push(&self, message: &Arc<Message>) {
+        {
+            let mut ring = self.ring();
+            match ring.back() {
+                Some(last) if message.seq <= last.seq => return, // already have it
+                Some(last) if message.seq != last.seq + 1 => ring.clear(), // keep positions consecutive
+                _ => {}
+            }
+            if ring.len() == self.ring_capacity {
+                ring.pop_front();
+            }
+            ring.push_back(Arc::clone(message));
+        }
+        self.notify.notify_waiters();
+    }
+
+    /// Frames from position `next` on, at most about `max_bytes` of them.
+    pub(crate) fn take(&self, next: u64, max_bytes: usize) -> Take {
+        let ring = self.ring();
+        let (Some(first), Some(last)) = (ring.front(), ring.back()) else {
+            return Take::Empty;
+        };
+        if next == last.seq + 1 {
+            return Take::UpToDate;
+        }
+        if next < first.seq || next > last.seq {
+            return Take::Behind;
+        }
+        let start = (next - first.seq) as usize;
+        let mut frames = ring.range(start..);
+        let only = frames.next().expect("start is inside the ring");
+        let mut taken = only.seq;
+        let Some(second) = frames.next() else {
+            // The common case: one new frame, shared without a copy.
+            return Take::Frames {
+                chunk: only.frame.clone(),
+                next: taken + 1,
+            };
+        };
+        // Several frames ready: coalesce them so they leave in one write.
+        let mut chunk = BytesMut::with_capacity(max_bytes.min(64 * 1024));
+        chunk.put_slice(&only.frame);
+        for message in std::iter::once(second).chain(frames) {
+            if chunk.len() >= max_bytes {
+                break;
+            }
+            chunk.put_slice(&message.frame);
+            taken = message.seq;
+        }
+        Take::Frames {
+            chunk: chunk.freeze(),
+            next: taken + 1,
+        }
+    }
+}

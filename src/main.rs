@@ -1,0 +1,77 @@
+//! The `ssehub` binary: configuration, logging, bind, [`ssehub::server::run`].
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use tokio::net::{TcpListener, TcpSocket};
+use tracing_subscriber::EnvFilter;
+
+/// Pending connections the kernel queues for us: a burst of reconnecting
+/// browsers should wait in the queue, not be refused.
+const LISTEN_BACKLOG: u32 = 4096;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = ssehub::config::Config::from_args();
+    let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let listener = match bind(config.listen) {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("ssehub: cannot listen on {}: {error}", config.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let address = listener
+        .local_addr()
+        .map_or_else(|_| config.listen.to_string(), |a| a.to_string());
+    // Tests and scripts read this line to learn the port.
+    println!("ssehub listening on http://{address}");
+    let _ = std::io::stdout().flush();
+
+    match ssehub::server::run(listener, config, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("ssehub: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

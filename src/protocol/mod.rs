@@ -1,0 +1,57 @@
+//! The wire contract in Rust: names, ids, times, bodies, and their validation.
+//!
+//! Everything that crosses the wire is parsed here and checked against the
+//! schema files of `protocol/` (see [`schema`]); the rest of the server works
+//! with the typed values these functions return.
+
+pub mod schema;
+
+mod channel;
+mod frames;
+mod id;
+mod message;
+mod query;
+mod time;
+
+pub use channel::ChannelName;
+pub use frames::{FailureBody, GapBody, GapReason, TimeoutBody};
+pub use id::{Epoch, MessageId};
+pub use message::{Draft, Message};
+pub use query::SubscribeQuery;
+pub use time::Timestamp;
+
+use schema::Violation;
+
+/// Why a request's input was refused, before any state was touched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProtocolError {
+    /// The channel path segment does not match `channel-name.schema.json`.
+    InvalidChannel(String),
+    /// The body is not JSON at all.
+    InvalidJson(String),
+    /// The body is JSON but fails its schema.
+    SchemaViolation(Vec<Violation>),
+    /// A query parameter fails `subscribe-query.schema.json` or a server limit.
+    InvalidQuery(Vec<Violation>),
+}
+
+impl std::fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProtocolError::InvalidChannel(name) => write!(
+                f,
+                "invalid channel name '{name}': use 1 to 128 characters from A-Z a-z 0-9 _ - . : (not starting with '.' or ':')"
+            ),
+            ProtocolError::InvalidJson(reason) => write!(f, "the body is not valid JSON: {reason}"),
+            ProtocolError::SchemaViolation(v) => {
+                write!(f, "the body does not match send-request.schema.json ({} problem(s))", v.len())
+            }
+            ProtocolError::InvalidQuery(v) => {
+                let first = v.first().map(|v| v.to_string()).unwrap_or_default();
+                write!(f, "invalid query parameter {first}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ProtocolError {}

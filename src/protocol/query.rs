@@ -1,0 +1,100 @@
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::schema::{SchemaKind, Schemas, Violation};
+use super::ProtocolError;
+
+/// The query of `GET /channels/{c}/events`, checked against `subscribe-query.schema.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubscribeQuery {
+    /// `timeout`, when given.
+    pub timeout: Option<Duration>,
+    /// `lastEventId`, when given (the `Last-Event-ID` header wins over it).
+    pub last_event_id: Option<String>,
+}
+
+impl SubscribeQuery {
+    /// Decodes a raw query string (without `?`); `max_timeout` is the server's limit.
+    ///
+    /// # Errors
+    /// [`ProtocolError::InvalidQuery`] naming the parameter, as `/query/<name>`.
+    pub fn parse(raw: &str, max_timeout: Duration) -> Result<Self, ProtocolError> {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw).map_err(|e| {
+            ProtocolError::InvalidQuery(vec![Violation {
+                pointer: "/query".into(),
+                message: e.to_string(),
+            }])
+        })?;
+        // Later occurrences of a name win, as most frameworks do; the schema sees strings.
+        let mut object = Map::new();
+        for (name, value) in pairs {
+            object.insert(name, Value::String(value));
+        }
+        let object = Value::Object(object);
+        Schemas::get()
+            .validate(SchemaKind::SubscribeQuery, &object)
+            .map_err(|violations| {
+                ProtocolError::InvalidQuery(
+                    violations
+                        .into_iter()
+                        .map(|v| Violation {
+                            pointer: format!("/query{}", v.pointer),
+                            message: v.message,
+                        })
+                        .collect(),
+                )
+            })?;
+        let text = |name: &str| object.get(name).and_then(Value::as_str).map(str::to_owned);
+        let timeout = match text("timeout") {
+            None => None,
+            Some(seconds) => {
+                let seconds: u64 = seconds.parse().unwrap_or(u64::MAX);
+                if seconds > max_timeout.as_secs() {
+                    return Err(ProtocolError::InvalidQuery(vec![Violation {
+                        pointer: "/query/timeout".into(),
+                        message: format!(
+                            "timeout {seconds} is over this server's maximum of {} seconds",
+                            max_timeout.as_secs()
+                        ),
+                    }]));
+                }
+                Some(Duration::from_secs(seconds))
+            }
+        };
+        Ok(SubscribeQuery {
+            timeout,
+            last_event_id: text("lastEventId"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn reads_known_parameters_and_ignores_others() {
+        let q = SubscribeQuery::parse("timeout=5&lastEventId=0a1b2c3d-4&_=123", MAX).unwrap();
+        assert_eq!(q.timeout, Some(Duration::from_secs(5)));
+        assert_eq!(q.last_event_id.as_deref(), Some("0a1b2c3d-4"));
+        assert_eq!(
+            SubscribeQuery::parse("", MAX).unwrap(),
+            SubscribeQuery::default()
+        );
+    }
+
+    #[test]
+    fn rejects_bad_timeouts_naming_the_parameter() {
+        for raw in ["timeout=0", "timeout=abc", "timeout=-1", "timeout=3601"] {
+            match SubscribeQuery::parse(raw, MAX) {
+                Err(ProtocolError::InvalidQuery(v)) => {
+                    assert_eq!(v[0].pointer, "/query/timeout", "{raw}")
+                }
+                other => panic!("{raw}: {other:?}"),
+            }
+        }
+    }
+}

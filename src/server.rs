@@ -1,0 +1,172 @@
+//! The one entry point: [`run`] serves the hub on a bound listener until the
+//! shutdown future completes, then stops gracefully.
+//!
+//! Connections are driven by hyper's HTTP/1 connection builder directly (not
+//! `warp::serve`), so the server owns every connection task: each runs under a
+//! [`TaskTracker`] and watches a [`CancellationToken`]. Shutdown is "signal,
+//! then wait": stop accepting, cancel the token (every SSE stream sends its last
+//! comment and ends; hyper finishes in-flight requests and closes idle
+//! keep-alive connections), then wait for the tracked tasks, at most the grace.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_service::Service;
+
+use crate::config::Config;
+use crate::http::{routes, Api};
+use crate::hub::{Fanout, Hub, HubSettings};
+use crate::protocol::schema::{SchemaError, Schemas};
+use crate::store::{MemoryStore, Retention, Store};
+
+/// Messages read from the store per step of a replay or catch-up.
+const REPLAY_BATCH: usize = 1024;
+
+/// How often expired history is dropped and forgotten channels are released.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+/// A client that has not sent its request head after this long is dropped.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves until `shutdown` completes, then shuts down gracefully.
+///
+/// # Errors
+/// An invalid configuration or a protocol schema that does not compile; both
+/// are found before anything is served.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    config.validate().map_err(StartError::Config)?;
+    // Compile the contract once, now, rather than on the first request.
+    Schemas::load().map_err(StartError::Schema)?;
+    Schemas::get();
+
+    let stop = CancellationToken::new();
+    let fanout = Fanout::new(config.live_buffer as usize);
+    let retention = Retention {
+        max_messages: config.history_size as usize,
+        max_age: config.history_age(),
+    };
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(retention, fanout.clone()));
+    let settings = HubSettings {
+        retry_ms: config.retry_ms,
+        heartbeat: Duration::from_secs(config.heartbeat),
+        default_timeout: Duration::from_secs(config.timeout),
+        max_subscribers: config.max_subscribers,
+        replay_batch: REPLAY_BATCH,
+    };
+    let hub = Hub::new(settings, fanout, Arc::clone(&store), stop.clone());
+    let api = Api {
+        hub,
+        body_limit: config.body_limit as usize,
+        max_timeout: Duration::from_secs(config.max_timeout),
+        static_dir: config.static_dir.clone(),
+    };
+    let service = warp::service(routes(api));
+    let tasks = TaskTracker::new();
+    tasks.spawn(sweep(store, stop.clone()));
+
+    tracing::info!(store = "memory", "serving");
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    tasks.spawn(serve_connection(stream, service.clone(), stop.clone()));
+                }
+                Err(error) => {
+                    // Typically EMFILE: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            () = &mut shutdown => break,
+        }
+    }
+
+    tracing::info!("shutting down: no new connections, ending streams");
+    drop(listener);
+    stop.cancel();
+    tasks.close();
+    let grace = Duration::from_secs(config.shutdown_grace);
+    if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+        tracing::warn!(
+            grace_seconds = config.shutdown_grace,
+            "connections still open after the grace period"
+        );
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn serve_connection<S>(stream: tokio::net::TcpStream, service: S, stop: CancellationToken)
+where
+    S: Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = warp::reply::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request| service.clone().call(request));
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = stop.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%error, "connection ended with an error");
+    }
+}
+
+async fn sweep(store: Arc<dyn Store>, stop: CancellationToken) {
+    let mut every = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {
+                if let Err(error) = store.sweep().await {
+                    tracing::warn!(%error, "history sweep failed");
+                }
+            }
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Why the server did not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// Options that contradict each other.
+    Config(String),
+    /// A protocol schema that does not compile.
+    Schema(SchemaError),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Config(message) => write!(f, "invalid configuration: {message}"),
+            StartError::Schema(error) => error.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}

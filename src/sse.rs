@@ -1,0 +1,89 @@
+//! Server-Sent Events framing: every byte a stream carries is built here.
+//!
+//! Frames are built once into a buffer and frozen to [`Bytes`], so one message
+//! frame is shared by every subscriber as a reference count. The only values
+//! written into `id:` and `event:` lines are our own ids and fixed event names,
+//! and `data:` carries compact JSON, which never contains a raw line break; the
+//! debug assertions below keep it that way.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::Serialize;
+
+/// Sent to an idle stream every heartbeat interval: a comment, ignored by clients,
+/// that keeps proxies and load balancers from closing the connection.
+pub const HEARTBEAT: &[u8] = b":\n\n";
+
+/// The last bytes of a stream closed by a server shutdown; the client reconnects.
+pub const SHUTDOWN: &[u8] = b": shutdown\n\n";
+
+/// First bytes of every stream: the reconnection delay and a comment, so clients
+/// and proxies see the stream open at once.
+pub fn preamble(retry_ms: u64) -> Bytes {
+    Bytes::from(format!("retry: {retry_ms}\n: ssehub stream open\n\n"))
+}
+
+/// A message frame: `id:` and one `data:` line with the envelope, no `event:`
+/// line, so `EventSource.onmessage` fires.
+pub fn message(id: &str, envelope: &[u8]) -> Bytes {
+    debug_assert!(!id.contains(['\r', '\n']));
+    debug_assert!(!envelope.contains(&b'\n') && !envelope.contains(&b'\r'));
+    let mut frame = BytesMut::with_capacity(id.len() + envelope.len() + 14);
+    frame.put_slice(b"id: ");
+    frame.put_slice(id.as_bytes());
+    frame.put_slice(b"\ndata: ");
+    frame.put_slice(envelope);
+    frame.put_slice(b"\n\n");
+    frame.freeze()
+}
+
+/// A named event (`timeout`, `failure`, `gap`) with a JSON body and no id, so
+/// the client's last event id stays that of the last message.
+pub fn event(name: &str, data: &impl Serialize) -> Bytes {
+    debug_assert!(!name.contains(['\r', '\n']));
+    let json = serde_json::to_vec(data).expect("frame bodies always serialise");
+    let mut frame = BytesMut::with_capacity(name.len() + json.len() + 16);
+    frame.put_slice(b"event: ");
+    frame.put_slice(name.as_bytes());
+    frame.put_slice(b"\ndata: ");
+    frame.put_slice(&json);
+    frame.put_slice(b"\n\n");
+    frame.freeze()
+}
+
+/// The `data:` value of a single-data-line frame built by [`message`] or [`event`].
+pub fn data_of(frame: &[u8]) -> &[u8] {
+    let start = frame
+        .windows(7)
+        .position(|w| w == b"\ndata: ")
+        .map_or(0, |at| at + 7);
+    let end = frame.len().saturating_sub(2).max(start);
+    &frame[start..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn exact_bytes() {
+        assert_eq!(
+            &preamble(2000)[..],
+            b"retry: 2000\n: ssehub stream open\n\n"
+        );
+        assert_eq!(
+            &message("0000000a-1", b"{}")[..],
+            b"id: 0000000a-1\ndata: {}\n\n"
+        );
+        assert_eq!(
+            &event("timeout", &json!({"channel": "c", "seconds": 5}))[..],
+            b"event: timeout\ndata: {\"channel\":\"c\",\"seconds\":5}\n\n"
+        );
+    }
+
+    #[test]
+    fn data_is_recovered_from_a_frame() {
+        assert_eq!(data_of(&message("0000000a-1", b"{\"a\":1}")), b"{\"a\":1}");
+        assert_eq!(data_of(&event("gap", &json!([1]))), b"[1]");
+    }
+}
