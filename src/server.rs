@@ -8,10 +8,13 @@
 //! comment and ends; hyper finishes in-flight requests and closes idle
 //! keep-alive connections), then wait for the tracked tasks, at most the grace.
 
+use std::convert::Infallible;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -20,7 +23,7 @@ use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
 use crate::config::Config;
-use crate::http::{routes, Api};
+use crate::http::{internal_error, routes, Api};
 use crate::hub::{Fanout, Hub, HubSettings};
 use crate::protocol::schema::{SchemaError, Schemas};
 use crate::store::{MemoryStore, Retention, Store};
@@ -119,7 +122,13 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    let service = hyper::service::service_fn(move |request| service.clone().call(request));
+    let service = hyper::service::service_fn(move |request| {
+        // A panic in a handler is a bug; answer it as one (500 `internal`, logged)
+        // instead of dropping the connection without a word.
+        AssertUnwindSafe(service.clone().call(request))
+            .catch_unwind()
+            .map(answer_panic)
+    });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -135,6 +144,15 @@ where
     if let Err(error) = result {
         tracing::debug!(%error, "connection ended with an error");
     }
+}
+
+fn answer_panic(
+    result: std::thread::Result<Result<warp::reply::Response, Infallible>>,
+) -> Result<warp::reply::Response, Infallible> {
+    result.unwrap_or_else(|_| {
+        tracing::error!("a request handler panicked");
+        Ok(internal_error())
+    })
 }
 
 async fn sweep(store: Arc<dyn Store>, stop: CancellationToken) {

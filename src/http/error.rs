@@ -30,6 +30,8 @@ pub(crate) enum ApiError {
         limit: usize,
     },
     UnsupportedMediaType,
+    /// A bug: a handler panicked. Logged; the client gets a generic answer.
+    Internal,
 }
 
 impl From<ProtocolError> for ApiError {
@@ -67,6 +69,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -84,6 +87,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::BodyTooLarge { .. } => "body_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::Internal => "internal",
         }
     }
 
@@ -110,6 +114,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => {
                 "send the body as JSON with 'Content-Type: application/json'".into()
             }
+            ApiError::Internal => "internal error; it has been logged".into(),
         }
     }
 
@@ -144,4 +149,9 @@ impl ApiError {
         }
         response
     }
+}
+
+/// The answer to a request whose handler panicked (see `server.rs`).
+pub(crate) fn internal_error() -> Response {
+    ApiError::Internal.into_response()
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::hub::Hub;
 
+pub(crate) use error::internal_error;
 pub(crate) use filters::routes;
 
 /// What the handlers need: the hub and the request limits.
