@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::access::{Access, PolicyRule, Secret};
+
 /// The command line: `ssehub [serve] [OPTIONS]`.
 #[derive(Debug, Parser)]
 #[command(
@@ -92,6 +94,39 @@ pub struct Config {
     #[arg(long, env = "SSEHUB_STATIC_DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/static"))]
     pub static_dir: PathBuf,
 
+    /// A publisher key (repeatable; the variable takes a comma-separated list).
+    /// Backends send and register clients with `Authorization: Bearer <key>`.
+    #[arg(
+        long = "publisher-key",
+        env = "SSEHUB_PUBLISHER_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub publisher_keys: Vec<Secret>,
+
+    /// A file of publisher keys, one per line (`#` starts a comment).
+    #[arg(long, env = "SSEHUB_PUBLISHER_KEYS_FILE")]
+    pub publisher_keys_file: Option<PathBuf>,
+
+    /// Serve with no publisher key on a non-loopback address (anyone who can
+    /// reach the server may send and register clients). Refused without this flag.
+    #[arg(long, env = "SSEHUB_ALLOW_OPEN")]
+    pub allow_open: bool,
+
+    /// A channel policy, `PATTERN:subscribe=anyone|clients,send=publishers+clients+anyone,presence=on|off`
+    /// (repeatable, first match wins; the variable takes a `;`-separated list).
+    #[arg(long = "policy", env = "SSEHUB_POLICIES", value_delimiter = ';')]
+    pub policies: Vec<PolicyRule>,
+
+    /// An origin allowed to call the API from a browser page on another origin,
+    /// credentials included (repeatable; `*` allows any; none by default).
+    #[arg(long = "cors-origin", env = "SSEHUB_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
+    /// Default seconds a registered client is kept with no open stream.
+    #[arg(long, env = "SSEHUB_CLIENT_IDLE", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    pub client_idle: u64,
+
     /// Log filter (tracing `EnvFilter` syntax, e.g. `info` or `ssehub=debug`).
     #[arg(long, env = "SSEHUB_LOG", default_value = "info")]
     pub log: String,
@@ -117,6 +152,37 @@ impl Config {
         Ok(())
     }
 
+    /// The access configuration: keys from flags, environment and file, policies,
+    /// CORS origins.
+    ///
+    /// # Errors
+    /// An unreadable or invalid keys file, or no key on a non-loopback address
+    /// without `--allow-open`.
+    pub fn access(&self) -> Result<Access, String> {
+        let mut keys = self.publisher_keys.clone();
+        if let Some(path) = &self.publisher_keys_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read --publisher-keys-file {}: {e}", path.display()))?;
+            for (number, line) in text.lines().enumerate() {
+                let line = line.split('#').next().unwrap_or("").trim();
+                if !line.is_empty() {
+                    keys.push(
+                        line.parse()
+                            .map_err(|e| format!("{}:{}: {e}", path.display(), number + 1))?,
+                    );
+                }
+            }
+        }
+        if keys.is_empty() && !self.listen.ip().is_loopback() && !self.allow_open {
+            return Err(format!(
+                "no publisher key is configured and {} is not a loopback address: anyone could send and register clients. \
+                 Set --publisher-key (or SSEHUB_PUBLISHER_KEYS / --publisher-keys-file), or pass --allow-open if that is really meant",
+                self.listen
+            ));
+        }
+        Ok(Access::new(keys, self.policies.clone(), self.cors_origins.clone()))
+    }
+
     /// `history_age` as a duration.
     pub fn history_age(&self) -> Duration {
         Duration::from_secs(self.history_age)
@@ -131,10 +197,7 @@ mod tests {
     fn defaults_and_serve_subcommand() {
         let plain = Cli::try_parse_from(["ssehub"]).unwrap().into_config();
         assert_eq!(plain.listen.to_string(), "127.0.0.1:8080");
-        assert_eq!(
-            (plain.history_size, plain.timeout, plain.heartbeat),
-            (1000, 60, 15)
-        );
+        assert_eq!((plain.history_size, plain.timeout, plain.heartbeat), (1000, 60, 15));
         let serve = Cli::try_parse_from(["ssehub", "serve", "--listen", "127.0.0.1:0"])
             .unwrap()
             .into_config();
@@ -144,5 +207,26 @@ mod tests {
             .unwrap()
             .into_config();
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn no_key_is_refused_off_loopback() {
+        let local = Cli::try_parse_from(["ssehub"]).unwrap().into_config();
+        assert!(local.access().unwrap().is_open());
+        let public = Cli::try_parse_from(["ssehub", "--listen", "0.0.0.0:8080"])
+            .unwrap()
+            .into_config();
+        assert!(public.access().is_err());
+        let keyed = Cli::try_parse_from([
+            "ssehub",
+            "--listen",
+            "0.0.0.0:8080",
+            "--publisher-key",
+            "0123456789abcdef",
+        ])
+        .unwrap()
+        .into_config();
+        assert!(!keyed.access().unwrap().is_open());
+        assert!(!format!("{keyed:?}").contains("0123456789abcdef"));
     }
 }

@@ -16,6 +16,7 @@
 //! | [`hub`] | publish, subscribe: resume position, replay, live fan-out, heartbeats, timeouts |
 //! | [`store`] | the [`store::Store`] trait and the in-memory store: ids, history, retention |
 //! | [`sse`] | SSE frame encoding, once per message |
+//! | [`access`] | publisher keys, per-channel policies, CORS origins |
 //! | [`config`] | flags and `SSEHUB_*` environment variables |
 //!
 //! ```text
@@ -25,6 +26,7 @@
 //!        replay from store, then live from the ring → bytes (+ heartbeat, timeout, shutdown)
 //! ```
 
+pub mod access;
 pub mod config;
 mod http;
 pub mod hub;

@@ -14,6 +14,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::Either;
 use futures::FutureExt;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -21,9 +22,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
+use warp::reply::Response;
 
+use crate::access::Access;
 use crate::config::Config;
-use crate::http::{internal_error, routes, Api};
+use crate::http::{allowed_origin, decorate, internal_error, preflight, routes, Api};
 use crate::hub::{Fanout, Hub, HubSettings};
 use crate::protocol::schema::{SchemaError, Schemas};
 use crate::store::{MemoryStore, Retention, Store};
@@ -31,8 +34,12 @@ use crate::store::{MemoryStore, Retention, Store};
 /// Messages read from the store per step of a replay or catch-up.
 const REPLAY_BATCH: usize = 1024;
 
-/// How often expired history is dropped and forgotten channels are released.
-const SWEEP_EVERY: Duration = Duration::from_secs(30);
+/// How often idle clients are expired (their allowance is in whole seconds).
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
+
+/// How often expired history is dropped and forgotten channels are released,
+/// in expiry ticks.
+const SWEEP_EVERY_TICKS: u32 = 30;
 
 /// A client that has not sent its request head after this long is dropped.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -42,15 +49,19 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// # Errors
 /// An invalid configuration or a protocol schema that does not compile; both
 /// are found before anything is served.
-pub async fn run(
-    listener: TcpListener,
-    config: Config,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), StartError> {
+pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
     config.validate().map_err(StartError::Config)?;
+    let access = Arc::new(config.access().map_err(StartError::Config)?);
     // Compile the contract once, now, rather than on the first request.
     Schemas::load().map_err(StartError::Schema)?;
     Schemas::get();
+    if access.is_open() {
+        tracing::warn!(
+            listen = %config.listen,
+            "NO PUBLISHER KEY CONFIGURED: anyone who can reach this address may send and register clients \
+             without credentials. Set --publisher-key (or SSEHUB_PUBLISHER_KEYS) for anything but local use."
+        );
+    }
 
     let stop = CancellationToken::new();
     let fanout = Fanout::new(config.live_buffer as usize);
@@ -65,26 +76,28 @@ pub async fn run(
         default_timeout: Duration::from_secs(config.timeout),
         max_subscribers: config.max_subscribers,
         replay_batch: REPLAY_BATCH,
+        client_idle_seconds: config.client_idle,
     };
-    let hub = Hub::new(settings, fanout, Arc::clone(&store), stop.clone());
+    let hub = Hub::new(settings, Arc::clone(&access), fanout, Arc::clone(&store), stop.clone());
     let api = Api {
-        hub,
+        hub: hub.clone(),
+        access: Arc::clone(&access),
         body_limit: config.body_limit as usize,
         max_timeout: Duration::from_secs(config.max_timeout),
         static_dir: config.static_dir.clone(),
     };
     let service = warp::service(routes(api));
     let tasks = TaskTracker::new();
-    tasks.spawn(sweep(store, stop.clone()));
+    tasks.spawn(maintain(hub.clone(), stop.clone()));
 
-    tracing::info!(store = "memory", "serving");
+    tracing::info!(store = store.kind(), "serving");
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
                     let _ = stream.set_nodelay(true);
-                    tasks.spawn(serve_connection(stream, service.clone(), stop.clone()));
+                    tasks.spawn(serve_connection(stream, service.clone(), Arc::clone(&access), stop.clone()));
                 }
                 Err(error) => {
                     // Typically EMFILE: back off instead of spinning.
@@ -100,8 +113,13 @@ pub async fn run(
     drop(listener);
     stop.cancel();
     tasks.close();
+    hub.tasks().close();
     let grace = Duration::from_secs(config.shutdown_grace);
-    if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+    let drained = async {
+        tasks.wait().await;
+        hub.tasks().wait().await;
+    };
+    if tokio::time::timeout(grace, drained).await.is_err() {
         tracing::warn!(
             grace_seconds = config.shutdown_grace,
             "connections still open after the grace period"
@@ -111,23 +129,25 @@ pub async fn run(
     Ok(())
 }
 
-async fn serve_connection<S>(stream: tokio::net::TcpStream, service: S, stop: CancellationToken)
+async fn serve_connection<S>(stream: tokio::net::TcpStream, service: S, access: Arc<Access>, stop: CancellationToken)
 where
-    S: Service<
-            hyper::Request<hyper::body::Incoming>,
-            Response = warp::reply::Response,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
+    S: Service<hyper::Request<hyper::body::Incoming>, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
-    let service = hyper::service::service_fn(move |request| {
+    let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+        if let Some(answer) = preflight(&access, request.method(), request.headers()) {
+            return Either::Left(std::future::ready(Ok(answer)));
+        }
+        let origin = allowed_origin(&access, request.headers());
         // A panic in a handler is a bug; answer it as one (500 `internal`, logged)
         // instead of dropping the connection without a word.
-        AssertUnwindSafe(service.clone().call(request))
+        let answer = AssertUnwindSafe(service.clone().call(request))
             .catch_unwind()
-            .map(answer_panic)
+            .map(answer_panic);
+        Either::Right(answer.map(move |mut response| {
+            decorate(&mut response, origin);
+            Ok::<_, Infallible>(response)
+        }))
     });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -146,22 +166,32 @@ where
     }
 }
 
-fn answer_panic(
-    result: std::thread::Result<Result<warp::reply::Response, Infallible>>,
-) -> Result<warp::reply::Response, Infallible> {
-    result.unwrap_or_else(|_| {
-        tracing::error!("a request handler panicked");
-        Ok(internal_error())
-    })
+fn answer_panic(result: std::thread::Result<Result<Response, Infallible>>) -> Response {
+    match result {
+        Ok(Ok(response)) => response,
+        Ok(Err(never)) => match never {},
+        Err(_) => {
+            tracing::error!("a request handler panicked");
+            internal_error()
+        }
+    }
 }
 
-async fn sweep(store: Arc<dyn Store>, stop: CancellationToken) {
-    let mut every = tokio::time::interval(SWEEP_EVERY);
+/// Expires idle clients every second and sweeps history now and then.
+async fn maintain(hub: Hub, stop: CancellationToken) {
+    let mut every = tokio::time::interval(EXPIRE_EVERY);
+    let mut ticks = 0u32;
     loop {
         tokio::select! {
             _ = every.tick() => {
-                if let Err(error) = store.sweep().await {
-                    tracing::warn!(%error, "history sweep failed");
+                if let Err(error) = hub.expire_clients().await {
+                    tracing::warn!(%error, "client expiry failed");
+                }
+                ticks += 1;
+                if ticks.is_multiple_of(SWEEP_EVERY_TICKS) {
+                    if let Err(error) = hub.store().sweep().await {
+                        tracing::warn!(%error, "history sweep failed");
+                    }
                 }
             }
             () = stop.cancelled() => return,
@@ -172,7 +202,7 @@ async fn sweep(store: Arc<dyn Store>, stop: CancellationToken) {
 /// Why the server did not start.
 #[derive(Debug)]
 pub enum StartError {
-    /// Options that contradict each other.
+    /// Options that contradict each other, or an unsafe open configuration.
     Config(String),
     /// A protocol schema that does not compile.
     Schema(SchemaError),

@@ -45,7 +45,5 @@ impl<V> Shards<V> {
 /// request down with it, and the maps hold no invariant a panic could break
 /// half-way that matters more than that.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

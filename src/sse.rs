@@ -52,10 +52,7 @@ pub fn event(name: &str, data: &impl Serialize) -> Bytes {
 
 /// The `data:` value of a single-data-line frame built by [`message`] or [`event`].
 pub fn data_of(frame: &[u8]) -> &[u8] {
-    let start = frame
-        .windows(7)
-        .position(|w| w == b"\ndata: ")
-        .map_or(0, |at| at + 7);
+    let start = frame.windows(7).position(|w| w == b"\ndata: ").map_or(0, |at| at + 7);
     let end = frame.len().saturating_sub(2).max(start);
     &frame[start..end]
 }
@@ -67,14 +64,8 @@ mod tests {
 
     #[test]
     fn exact_bytes() {
-        assert_eq!(
-            &preamble(2000)[..],
-            b"retry: 2000\n: ssehub stream open\n\n"
-        );
-        assert_eq!(
-            &message("0000000a-1", b"{}")[..],
-            b"id: 0000000a-1\ndata: {}\n\n"
-        );
+        assert_eq!(&preamble(2000)[..], b"retry: 2000\n: ssehub stream open\n\n");
+        assert_eq!(&message("0000000a-1", b"{}")[..], b"id: 0000000a-1\ndata: {}\n\n");
         assert_eq!(
             &event("timeout", &json!({"channel": "c", "seconds": 5}))[..],
             b"event: timeout\ndata: {\"channel\":\"c\",\"seconds\":5}\n\n"

@@ -6,22 +6,6 @@ use std::path::{Path, PathBuf};
 
 use ssehub::protocol::schema::{SchemaKind, Schemas};
 
-const KINDS: &[SchemaKind] = &[
-    SchemaKind::ChannelName,
-    SchemaKind::MessageId,
-    SchemaKind::Timestamp,
-    SchemaKind::SendRequest,
-    SchemaKind::SendResponse,
-    SchemaKind::Envelope,
-    SchemaKind::Timeout,
-    SchemaKind::Failure,
-    SchemaKind::Gap,
-    SchemaKind::ChannelInfo,
-    SchemaKind::Health,
-    SchemaKind::Error,
-    SchemaKind::SubscribeQuery,
-];
-
 fn examples(validity: &str, kind: SchemaKind) -> Vec<PathBuf> {
     let stem = kind.file_name().trim_end_matches(".schema.json");
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -45,7 +29,7 @@ fn load(path: &Path) -> serde_json::Value {
 #[test]
 fn every_schema_has_valid_and_invalid_examples_that_behave() {
     let schemas = Schemas::load().expect("schemas compile");
-    for &kind in KINDS {
+    for kind in SchemaKind::all() {
         let valid = examples("valid", kind);
         let invalid = examples("invalid", kind);
         assert!(

@@ -7,7 +7,7 @@
 //! frame (`failure.schema.json`).
 
 use serde::Serialize;
-use warp::http::header::{HeaderValue, ALLOW};
+use warp::http::header::{HeaderValue, ALLOW, CONNECTION, WWW_AUTHENTICATE};
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Reply;
@@ -30,6 +30,13 @@ pub(crate) enum ApiError {
         limit: usize,
     },
     UnsupportedMediaType,
+    /// Credentials are missing, or are neither a publisher key nor a client's
+    /// private token of this channel.
+    Unauthorized(&'static str),
+    /// Valid credentials that this channel's policy does not allow here.
+    Forbidden(&'static str),
+    /// A request value that is well-formed but over a server limit.
+    OverLimit(Violation),
     /// A bug: a handler panicked. Logged; the client gets a generic answer.
     Internal,
 }
@@ -61,14 +68,20 @@ struct Inner<'a> {
 impl ApiError {
     pub(crate) fn status(&self) -> StatusCode {
         match self {
-            ApiError::Protocol(_) => StatusCode::BAD_REQUEST,
-            ApiError::Hub(
-                HubError::Store(_) | HubError::TooManySubscribers(_) | HubError::ShuttingDown,
-            ) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Protocol(ProtocolError::InvalidToken(_)) => StatusCode::NOT_FOUND,
+            ApiError::Protocol(_) | ApiError::OverLimit(_) => StatusCode::BAD_REQUEST,
+            ApiError::Hub(HubError::Store(_) | HubError::TooManySubscribers(_) | HubError::ShuttingDown) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::Hub(HubError::ClientExists) => StatusCode::CONFLICT,
+            ApiError::Hub(HubError::UnknownClient | HubError::UnknownRecipient) | ApiError::NotFound => {
+                StatusCode::NOT_FOUND
+            }
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -78,15 +91,21 @@ impl ApiError {
         match self {
             ApiError::Protocol(ProtocolError::InvalidChannel(_)) => "invalid_channel",
             ApiError::Protocol(ProtocolError::InvalidJson(_)) => "invalid_json",
-            ApiError::Protocol(ProtocolError::SchemaViolation(_)) => "schema_violation",
+            ApiError::Protocol(ProtocolError::SchemaViolation(..)) | ApiError::OverLimit(_) => "schema_violation",
+            ApiError::Protocol(ProtocolError::InvalidToken(_)) => "unknown_client",
             ApiError::Protocol(ProtocolError::InvalidQuery(_)) => "invalid_query",
             ApiError::Hub(HubError::Store(_)) => "store_unavailable",
             ApiError::Hub(HubError::TooManySubscribers(_)) => "too_many_subscribers",
             ApiError::Hub(HubError::ShuttingDown) => "shutting_down",
+            ApiError::Hub(HubError::ClientExists) => "client_exists",
+            ApiError::Hub(HubError::UnknownClient) => "unknown_client",
+            ApiError::Hub(HubError::UnknownRecipient) => "unknown_recipient",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::BodyTooLarge { .. } => "body_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::Internal => "internal",
         }
     }
@@ -102,27 +121,20 @@ impl ApiError {
         match self {
             ApiError::Protocol(e) => e.to_string(),
             ApiError::Hub(e) => e.to_string(),
-            ApiError::NotFound => {
-                "no such resource; see protocol/openapi.yaml for the endpoints".into()
-            }
-            ApiError::MethodNotAllowed { .. } => {
-                "this method is not allowed on this resource".into()
-            }
-            ApiError::BodyTooLarge { limit } => {
-                format!("the body is larger than this server's limit of {limit} bytes")
-            }
-            ApiError::UnsupportedMediaType => {
-                "send the body as JSON with 'Content-Type: application/json'".into()
-            }
+            ApiError::NotFound => "no such resource; see protocol/openapi.yaml for the endpoints".into(),
+            ApiError::MethodNotAllowed { .. } => "this method is not allowed on this resource".into(),
+            ApiError::BodyTooLarge { limit } => format!("the body is larger than this server's limit of {limit} bytes"),
+            ApiError::UnsupportedMediaType => "send the body as JSON with 'Content-Type: application/json'".into(),
+            ApiError::Unauthorized(why) | ApiError::Forbidden(why) => (*why).to_owned(),
+            ApiError::OverLimit(violation) => violation.to_string(),
             ApiError::Internal => "internal error; it has been logged".into(),
         }
     }
 
     fn details(&self) -> &[Violation] {
         match self {
-            ApiError::Protocol(
-                ProtocolError::SchemaViolation(v) | ProtocolError::InvalidQuery(v),
-            ) => v,
+            ApiError::Protocol(ProtocolError::SchemaViolation(_, v) | ProtocolError::InvalidQuery(v)) => v,
+            ApiError::OverLimit(violation) => std::slice::from_ref(violation),
             _ => &[],
         }
     }
@@ -140,12 +152,21 @@ impl ApiError {
                 details: self.details(),
             },
         };
-        let mut response =
-            warp::reply::with_status(warp::reply::json(&body), status).into_response();
-        if let ApiError::MethodNotAllowed { allow } = self {
-            response
-                .headers_mut()
-                .insert(ALLOW, HeaderValue::from_static(allow));
+        let mut response = warp::reply::with_status(warp::reply::json(&body), status).into_response();
+        let headers = response.headers_mut();
+        match self {
+            ApiError::MethodNotAllowed { allow } => {
+                headers.insert(ALLOW, HeaderValue::from_static(allow));
+            }
+            ApiError::Unauthorized(_) => {
+                headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::BodyTooLarge { .. } => {
+                // The rest of the body is left unread, so this connection cannot
+                // carry another request; say so rather than let the client find out.
+                headers.insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
         }
         response
     }

@@ -21,6 +21,10 @@ pub(crate) fn routes(api: Api) -> impl Filter<Extract = (Response,), Error = Inf
         .unify()
         .or(messages(api.clone()))
         .unify()
+        .or(clients(api.clone()))
+        .unify()
+        .or(client(api.clone()))
+        .unify()
         .or(channel(api))
         .unify()
         .or(static_files)
@@ -58,12 +62,14 @@ fn events(api: Api) -> impl Filter<Extract = (Response,), Error = Rejection> + C
         .and(raw_query())
         .and(warp::header::headers_cloned())
         .and(with_api(api))
-        .then(|channel: String, method: Method, query: String, headers: HeaderMap, api: Api| async move {
-            if method != Method::GET {
-                return ApiError::MethodNotAllowed { allow: "GET" }.into_response();
-            }
-            handlers::events(api, channel, query, headers).await
-        })
+        .then(
+            |channel: String, method: Method, query: String, headers: HeaderMap, api: Api| async move {
+                if method != Method::GET {
+                    return ApiError::MethodNotAllowed { allow: "GET" }.into_response();
+                }
+                handlers::events(api, channel, query, headers).await
+            },
+        )
 }
 
 /// `POST /channels/{channel}/messages`
@@ -79,6 +85,47 @@ fn messages(api: Api) -> impl Filter<Extract = (Response,), Error = Rejection> +
                     return ApiError::MethodNotAllowed { allow: "POST" }.into_response();
                 }
                 handlers::send(api, channel, headers, body).await
+            },
+        )
+}
+
+/// `GET, POST /channels/{channel}/clients`
+fn clients(api: Api) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("channels" / String / "clients")
+        .and(warp::method())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .and(with_api(api))
+        .then(
+            |channel: String, method: Method, headers: HeaderMap, body, api: Api| async move {
+                match method {
+                    Method::GET | Method::HEAD => handlers::clients(api, channel, headers).await,
+                    Method::POST => handlers::register(api, channel, headers, body).await,
+                    _ => ApiError::MethodNotAllowed {
+                        allow: "GET, HEAD, POST",
+                    }
+                    .into_response(),
+                }
+            },
+        )
+}
+
+/// `GET, DELETE /channels/{channel}/clients/{public_token}`
+fn client(api: Api) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("channels" / String / "clients" / String)
+        .and(warp::method())
+        .and(warp::header::headers_cloned())
+        .and(with_api(api))
+        .then(
+            |channel: String, public: String, method: Method, headers: HeaderMap, api: Api| async move {
+                match method {
+                    Method::GET | Method::HEAD => handlers::client(api, channel, public, headers).await,
+                    Method::DELETE => handlers::remove_client(api, channel, public, headers).await,
+                    _ => ApiError::MethodNotAllowed {
+                        allow: "GET, HEAD, DELETE",
+                    }
+                    .into_response(),
+                }
             },
         )
 }

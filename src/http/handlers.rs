@@ -1,16 +1,29 @@
 //! What each route does, as plain async functions over already-matched inputs.
+//! Each checks, in order: path values (400/404), credentials (401/403),
+//! content type (415), size (413), JSON and schema (400); then acts.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::{Stream, StreamExt};
+use serde::Serialize;
 use warp::http::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 use warp::Reply;
 
+use super::auth::{bearer, identify, may_manage, may_send, may_watch, Caller};
 use super::error::ApiError;
 use super::Api;
-use crate::hub::SubscribeRequest;
-use crate::protocol::{ChannelName, Draft, ProtocolError, SubscribeQuery};
+use crate::hub::{ClientView, HubError, SubscribeRequest};
+use crate::protocol::schema::Violation;
+use crate::protocol::{ChannelName, Draft, ProtocolError, PublicToken, Registration, Sender, SubscribeQuery};
+
+/// Turns a handler's result into the answer: `status` and JSON, or the error.
+fn answer<T: Serialize>(result: Result<T, ApiError>, status: StatusCode) -> Response {
+    match result {
+        Ok(body) => warp::reply::with_status(warp::reply::json(&body), status).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
 
 /// `GET /healthz`: 200 when everything is up, 503 otherwise, same body.
 pub(super) async fn healthz(api: Api) -> Response {
@@ -27,17 +40,13 @@ pub(super) async fn healthz(api: Api) -> Response {
 pub(super) async fn channel_info(api: Api, channel: String) -> Response {
     let result = async {
         let channel = ChannelName::parse(&channel)?;
-        Ok::<_, ApiError>(api.hub.info(&channel).await?)
+        Ok(api.hub.info(&channel).await?)
     }
     .await;
-    match result {
-        Ok(info) => warp::reply::json(&info).into_response(),
-        Err(error) => error.into_response(),
-    }
+    answer(result, StatusCode::OK)
 }
 
-/// `POST /channels/{channel}/messages`. Checks, in order: channel name (400),
-/// content type (415), size (413), JSON (400), schema (400); then stores (201).
+/// `POST /channels/{channel}/messages`
 pub(super) async fn send<S, B>(api: Api, channel: String, headers: HeaderMap, body: S) -> Response
 where
     S: Stream<Item = Result<B, warp::Error>> + Unpin,
@@ -45,21 +54,121 @@ where
 {
     let result = async {
         let channel = ChannelName::parse(&channel)?;
-        if !is_json(headers.get(CONTENT_TYPE)) {
-            return Err(ApiError::UnsupportedMediaType);
+        let caller = identify(&api, &channel, bearer(&headers)).await?;
+        may_send(&api.access.policy(&channel), &caller)?;
+        let body = read_json_body(&headers, body, api.body_limit).await?;
+        let mut draft = Draft::from_json(&body)?;
+        // `from` comes from the credentials only: the schema refuses it in a body.
+        if let Caller::Client(client) = caller {
+            draft.from = Some(Sender {
+                public_token: client.public_token,
+                display_name: client.display_name,
+            });
         }
-        let body = read_limited(&headers, body, api.body_limit).await?;
-        let draft = Draft::from_json(&body)?;
         Ok(api.hub.publish(&channel, draft).await?)
     }
     .await;
-    match result {
-        Ok(published) => {
-            warp::reply::with_status(warp::reply::json(&published), StatusCode::CREATED)
-                .into_response()
+    answer(result, StatusCode::CREATED)
+}
+
+/// The answer to a registration: the only one that shows the private token.
+#[derive(Serialize)]
+struct RegisteredBody {
+    client: ClientView,
+    private_token: String,
+}
+
+/// `POST /channels/{channel}/clients`
+pub(super) async fn register<S, B>(api: Api, channel: String, headers: HeaderMap, body: S) -> Response
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    let result = async {
+        let channel = ChannelName::parse(&channel)?;
+        may_manage(&identify(&api, &channel, bearer(&headers)).await?)?;
+        let body = read_json_body(&headers, body, api.body_limit).await?;
+        let registration = Registration::from_json(&body)?;
+        if let Some(seconds) = registration.connection_timeout_seconds {
+            if seconds > api.max_timeout.as_secs() {
+                return Err(ApiError::OverLimit(Violation {
+                    pointer: "/connection_timeout_seconds".into(),
+                    message: format!(
+                        "{seconds} is over this server's maximum of {} seconds",
+                        api.max_timeout.as_secs()
+                    ),
+                }));
+            }
         }
+        let (client, private_token) = api.hub.register(&channel, registration).await?;
+        Ok(RegisteredBody { client, private_token })
+    }
+    .await;
+    answer(result, StatusCode::CREATED)
+}
+
+/// The presence list.
+#[derive(Serialize)]
+struct ClientList {
+    channel: ChannelName,
+    clients: Vec<ClientView>,
+}
+
+/// `GET /channels/{channel}/clients`
+pub(super) async fn clients(api: Api, channel: String, headers: HeaderMap) -> Response {
+    let result = async {
+        let channel = ChannelName::parse(&channel)?;
+        may_watch(
+            &api.access.policy(&channel),
+            &identify(&api, &channel, bearer(&headers)).await?,
+        )?;
+        let clients = api.hub.clients(&channel).await?;
+        Ok(ClientList { channel, clients })
+    }
+    .await;
+    answer(result, StatusCode::OK)
+}
+
+/// `GET /channels/{channel}/clients/{public_token}`
+pub(super) async fn client(api: Api, channel: String, public: String, headers: HeaderMap) -> Response {
+    let result = async {
+        let channel = ChannelName::parse(&channel)?;
+        may_watch(
+            &api.access.policy(&channel),
+            &identify(&api, &channel, bearer(&headers)).await?,
+        )?;
+        let public = PublicToken::parse(&public)?;
+        Ok(api.hub.client(&channel, &public).await?)
+    }
+    .await;
+    answer(result, StatusCode::OK)
+}
+
+/// `DELETE /channels/{channel}/clients/{public_token}`: 204.
+pub(super) async fn remove_client(api: Api, channel: String, public: String, headers: HeaderMap) -> Response {
+    let result = async {
+        let channel = ChannelName::parse(&channel)?;
+        may_manage(&identify(&api, &channel, bearer(&headers)).await?)?;
+        let public = PublicToken::parse(&public)?;
+        Ok::<_, ApiError>(api.hub.remove_client(&channel, &public).await?)
+    }
+    .await;
+    match result {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(error) => error.into_response(),
     }
+}
+
+/// The checks every JSON body passes: content type (415), then size (413).
+async fn read_json_body<S, B>(headers: &HeaderMap, body: S, limit: usize) -> Result<Bytes, ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    if !is_json(headers.get(CONTENT_TYPE)) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    read_limited(headers, body, limit).await
 }
 
 /// `application/json`, with or without parameters, or any `application/*+json`.
@@ -67,23 +176,13 @@ fn is_json(content_type: Option<&HeaderValue>) -> bool {
     let Some(value) = content_type.and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let essence = value
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// Reads the body, refusing it as soon as it is known to exceed `limit`: from
 /// `Content-Length` before reading anything, or while reading a chunked body.
-async fn read_limited<S, B>(
-    headers: &HeaderMap,
-    mut body: S,
-    limit: usize,
-) -> Result<Bytes, ApiError>
+async fn read_limited<S, B>(headers: &HeaderMap, mut body: S, limit: usize) -> Result<Bytes, ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>> + Unpin,
     B: Buf,
@@ -97,8 +196,7 @@ where
     }
     let mut buffer = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit as u64) as usize);
     while let Some(chunk) = body.next().await {
-        let chunk = chunk
-            .map_err(|e| ProtocolError::InvalidJson(format!("the body could not be read: {e}")))?;
+        let chunk = chunk.map_err(|e| ProtocolError::InvalidJson(format!("the body could not be read: {e}")))?;
         if buffer.len() + chunk.remaining() > limit {
             return Err(ApiError::BodyTooLarge { limit });
         }
@@ -108,12 +206,7 @@ where
 }
 
 /// `GET /channels/{channel}/events`
-pub(super) async fn events(
-    api: Api,
-    channel: String,
-    query: String,
-    headers: HeaderMap,
-) -> Response {
+pub(super) async fn events(api: Api, channel: String, query: String, headers: HeaderMap) -> Response {
     // EventSource always sends this; such a client cannot read an error body, so
     // it gets its error as a failure frame instead.
     let wants_stream = headers
@@ -124,6 +217,17 @@ pub(super) async fn events(
     let result = async {
         let channel = ChannelName::parse(&channel)?;
         let query = SubscribeQuery::parse(&query, api.max_timeout)?;
+        let token = query.token.as_deref().or_else(|| bearer(&headers));
+        // On a stream, a token that is not a key names a client: an unknown one
+        // is `unknown_client` (it may have expired), not a generic 401.
+        let caller = match token {
+            Some(token) if !api.access.is_publisher_key(token) => match api.hub.authenticate(&channel, token).await? {
+                Some(client) => Caller::Client(client),
+                None => return Err(HubError::UnknownClient.into()),
+            },
+            token => identify(&api, &channel, token).await?,
+        };
+        may_watch(&api.access.policy(&channel), &caller)?;
         // The header wins: EventSource reconnects to the same URL, query and all,
         // with a newer Last-Event-ID.
         let header = headers
@@ -132,6 +236,10 @@ pub(super) async fn events(
         let request = SubscribeRequest {
             last_event_id: header.or(query.last_event_id),
             timeout: query.timeout,
+            client: match caller {
+                Caller::Client(client) => Some(client),
+                _ => None,
+            },
         };
         Ok::<_, ApiError>(api.hub.subscribe(channel, request).await?)
     }

@@ -1,15 +1,20 @@
 //! The HTTP face of the hub: routes ([`filters`]), what each does ([`handlers`])
 //! and how failures are answered ([`error`]).
 
+mod auth;
+mod cors;
 mod error;
 mod filters;
 mod handlers;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::access::Access;
 use crate::hub::Hub;
 
+pub(crate) use cors::{allowed_origin, decorate, preflight};
 pub(crate) use error::internal_error;
 pub(crate) use filters::routes;
 
@@ -17,6 +22,8 @@ pub(crate) use filters::routes;
 #[derive(Debug, Clone)]
 pub(crate) struct Api {
     pub(crate) hub: Hub,
+    /// Keys, policies, CORS origins.
+    pub(crate) access: Arc<Access>,
     /// Largest accepted send body, in bytes.
     pub(crate) body_limit: usize,
     /// Largest `?timeout=` a subscriber may ask for.

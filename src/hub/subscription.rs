@@ -18,11 +18,13 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::Stream;
 use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
 
 use super::topic::{Take, Topic};
 use super::{Hub, HubError};
-use crate::protocol::{ChannelName, FailureBody, GapBody, GapReason, MessageId, TimeoutBody};
+use crate::protocol::{ChannelName, FailureBody, GapBody, GapReason, MessageId, PublicToken, TimeoutBody};
 use crate::sse;
+use crate::store::ClientRecord;
 
 /// Most bytes coalesced into one chunk from the ring.
 const MAX_CHUNK: usize = 64 * 1024;
@@ -32,30 +34,61 @@ const MAX_CHUNK: usize = 64 * 1024;
 pub struct SubscribeRequest {
     /// The resume position (from `Last-Event-ID` or `lastEventId`), as sent.
     pub last_event_id: Option<String>,
-    /// The stream's timeout; the server default when `None`.
+    /// The stream's timeout; the client's, else the server default, when `None`.
     pub timeout: Option<Duration>,
+    /// The registered client this stream is for (authenticated by its private
+    /// token); it then also gets the direct messages addressed to it.
+    pub client: Option<ClientRecord>,
 }
 
-/// Holds one stream's place in the hub's counts; gives it back on drop, however
-/// the stream ends (completed, client gone, server shutdown).
+/// Holds one stream's place in the hub's counts and in its client's stream
+/// count; gives both back on drop, however the stream ends (completed, client
+/// gone, removed, server shutdown).
 struct Place {
     hub: Hub,
     channel: ChannelName,
     topic: Option<Arc<Topic>>,
+    /// Set once the store counted this stream for the client.
+    client: Option<ClientRecord>,
 }
 
 impl Drop for Place {
     fn drop(&mut self) {
         if let Some(topic) = self.topic.take() {
+            if let Some(client) = self.client.take() {
+                topic.unwatch_client(&client.public_token);
+                // The store may be remote: detach in a task the server waits for.
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    let (hub, channel) = (self.hub.clone(), self.channel.clone());
+                    let task = async move { hub.detach(&channel, &client).await };
+                    self.hub.shared.tasks.spawn_on(task, &runtime);
+                }
+            }
             self.hub.shared.fanout.0.unfollow(&self.channel, &topic);
         }
         self.hub.shared.subscribers.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
+impl Hub {
+    /// A stream of `client` closed: count it, and announce the client gone
+    /// when that was its last stream.
+    async fn detach(&self, channel: &ChannelName, client: &ClientRecord) {
+        match self.shared.store.detach(channel, &client.public_token).await {
+            Ok(true) => self.announce(channel, "client.disconnected", client).await,
+            Ok(false) => {}
+            Err(error) => tracing::warn!(%channel, %error, "could not count a closed stream"),
+        }
+    }
+}
+
 struct State {
     place: Place,
     topic: Arc<Topic>,
+    /// The client whose direct messages this stream also carries.
+    viewer: Option<PublicToken>,
+    /// Cancelled when that client is removed.
+    removed: CancellationToken,
     /// Bytes to send before anything else (preamble, gap frame).
     pending: Option<Bytes>,
     /// The next position this subscriber wants.
@@ -84,16 +117,37 @@ pub(super) async fn open(
         hub: hub.clone(),
         channel: channel.clone(),
         topic: None,
+        client: None,
     };
     if open_now > shared.settings.max_subscribers {
-        return Err(HubError::TooManySubscribers(
-            shared.settings.max_subscribers,
-        ));
+        return Err(HubError::TooManySubscribers(shared.settings.max_subscribers));
     }
     // Follow before reading the resume position: every message stored from here
     // on reaches the ring, and everything before it is in the store.
     let topic = shared.fanout.0.follow(&channel);
     place.topic = Some(Arc::clone(&topic));
+
+    // Watch for the client's removal before counting the stream in the store,
+    // so a removal in between cannot be missed.
+    let removed = match &request.client {
+        Some(client) => {
+            let removed = topic.watch_client(&client.public_token);
+            match shared.store.attach(&channel, &client.public_token).await {
+                Ok(Some(first)) => {
+                    place.client = Some(client.clone());
+                    if first {
+                        hub.announce(&channel, "client.connected", client).await;
+                    }
+                }
+                outcome => {
+                    topic.unwatch_client(&client.public_token);
+                    return Err(outcome.map_or_else(HubError::Store, |_| HubError::UnknownClient));
+                }
+            }
+            removed
+        }
+        None => CancellationToken::new(),
+    };
 
     let (next, gap) = resume_position(&hub, &channel, request.last_event_id.as_deref()).await?;
     let mut first = BytesMut::new();
@@ -102,10 +156,16 @@ pub(super) async fn open(
         first.put_slice(&gap);
     }
 
-    let timeout = request.timeout.unwrap_or(shared.settings.default_timeout);
+    let client_timeout = request.client.as_ref().map(|c| Duration::from_secs(c.timeout_seconds));
+    let timeout = request
+        .timeout
+        .or(client_timeout)
+        .unwrap_or(shared.settings.default_timeout);
     let now = Instant::now();
     let heartbeat_at = now + shared.settings.heartbeat;
     let state = State {
+        viewer: request.client.as_ref().map(|c| c.public_token.clone()),
+        removed,
         place,
         topic,
         pending: Some(first.freeze()),
@@ -132,15 +192,8 @@ struct Exclusive<S>(std::sync::Mutex<Pin<Box<S>>>);
 impl<S: Stream> Stream for Exclusive<S> {
     type Item = S::Item;
 
-    fn poll_next(
-        self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<S::Item>> {
-        let inner = self
-            .get_mut()
-            .0
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner());
+    fn poll_next(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<S::Item>> {
+        let inner = self.get_mut().0.get_mut().unwrap_or_else(|p| p.into_inner());
         inner.as_mut().poll_next(cx)
     }
 }
@@ -176,19 +229,10 @@ async fn resume_position(
         },
     };
     let next = head.first_seq.unwrap_or(head.last_seq + 1);
-    Ok((
-        next,
-        Some(gap_frame(hub, channel, raw, head.first_seq, reason)),
-    ))
+    Ok((next, Some(gap_frame(hub, channel, raw, head.first_seq, reason))))
 }
 
-fn gap_frame(
-    hub: &Hub,
-    channel: &ChannelName,
-    after: &str,
-    resume_from: Option<u64>,
-    reason: GapReason,
-) -> Bytes {
+fn gap_frame(hub: &Hub, channel: &ChannelName, after: &str, resume_from: Option<u64>, reason: GapReason) -> Bytes {
     let epoch = hub.shared.store.epoch();
     let resume_from = resume_from.map(|seq| MessageId { epoch, seq }.to_string());
     sse::event(
@@ -207,6 +251,7 @@ enum Wake {
     Pushed,
     Timer,
     Shutdown,
+    Removed,
 }
 
 /// The next chunk of the stream, or `None` when it has ended.
@@ -225,10 +270,13 @@ async fn step(state: &mut State) -> Option<Bytes> {
         tokio::pin!(notified);
         notified.as_mut().enable();
 
-        match topic.take(state.next, MAX_CHUNK) {
+        match topic.take(state.next, MAX_CHUNK, state.viewer.as_ref()) {
             Take::Frames { chunk, next } => {
                 state.next = next;
-                return Some(delivered(state, chunk));
+                match chunk {
+                    Some(chunk) => return Some(delivered(state, chunk)),
+                    None => continue, // only others' direct messages
+                }
             }
             Take::UpToDate => {}
             Take::Empty if state.synced => {}
@@ -257,6 +305,7 @@ async fn step(state: &mut State) -> Option<Bytes> {
         let wake = tokio::select! {
             biased;
             _ = hub.shared.shutdown.cancelled() => Wake::Shutdown,
+            _ = state.removed.cancelled() => Wake::Removed,
             _ = &mut notified => Wake::Pushed,
             _ = state.timer.as_mut() => Wake::Timer,
         };
@@ -265,6 +314,17 @@ async fn step(state: &mut State) -> Option<Bytes> {
             Wake::Shutdown => {
                 state.done = true;
                 return Some(Bytes::from_static(sse::SHUTDOWN));
+            }
+            Wake::Removed => {
+                state.done = true;
+                let message = "this client was removed from the channel";
+                return Some(sse::event(
+                    "failure",
+                    &FailureBody {
+                        code: "client_removed",
+                        message,
+                    },
+                ));
             }
             Wake::Timer => {
                 let now = Instant::now();
@@ -312,21 +372,20 @@ async fn catch_up(hub: &Hub, state: &mut State) -> Result<Option<Bytes>, HubErro
         ));
         state.next = history.first_seq.unwrap_or(history.last_seq + 1);
     }
+    let mut delivered_any = false;
     for message in &history.messages {
-        chunk.put_slice(&message.frame);
+        if message.is_visible_to(state.viewer.as_ref()) {
+            chunk.put_slice(&message.frame);
+            delivered_any = true;
+        }
         state.next = message.seq + 1;
     }
     state.synced = history.messages.is_empty() && history.last_seq < state.next;
     if chunk.is_empty() {
         return Ok(None);
     }
-    let delivered_any = !history.messages.is_empty();
     let chunk = chunk.freeze();
-    Ok(Some(if delivered_any {
-        delivered(state, chunk)
-    } else {
-        chunk
-    }))
+    Ok(Some(if delivered_any { delivered(state, chunk) } else { chunk }))
 }
 
 /// Bookkeeping for a chunk carrying messages: the timeout and heartbeat restart.

@@ -10,10 +10,13 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use std::collections::HashMap;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
-use crate::protocol::{ChannelName, Message};
+use crate::protocol::{ChannelName, Message, PublicToken};
 use crate::shards::{lock, Shard, Shards};
 use crate::store::Feed;
 
@@ -26,8 +29,9 @@ pub(crate) struct Topics {
 /// What a subscriber gets from the ring.
 pub(crate) enum Take {
     /// Frames from the wanted position on, coalesced into one chunk; `next` is the
-    /// position after the last frame taken.
-    Frames { chunk: Bytes, next: u64 },
+    /// position after the last frame looked at. `chunk` is `None` when every
+    /// frame looked at was a direct message for someone else.
+    Frames { chunk: Option<Bytes>, next: u64 },
     /// Nothing newer than the wanted position: wait for a push.
     UpToDate,
     /// The ring is empty: only the store can say whether anything is there.
@@ -45,7 +49,15 @@ pub(crate) struct Topic {
     pub(crate) notify: Notify,
     /// Streams open on this channel on this node.
     pub(crate) subscribers: AtomicUsize,
+    /// Registered clients with streams here, and the token that ends those
+    /// streams when the client is removed.
+    clients: Mutex<HashMap<PublicToken, ClientStreams>>,
     ring_capacity: usize,
+}
+
+struct ClientStreams {
+    removed: CancellationToken,
+    streams: usize,
 }
 
 impl Topics {
@@ -68,6 +80,7 @@ impl Topics {
                 ring: Mutex::new(VecDeque::with_capacity(self.ring_capacity.min(64))),
                 notify: Notify::new(),
                 subscribers: AtomicUsize::new(0),
+                clients: Mutex::new(HashMap::new()),
                 ring_capacity: self.ring_capacity,
             })
         });
@@ -107,6 +120,15 @@ impl Feed for Topics {
     fn is_followed(&self, channel: &ChannelName) -> bool {
         self.shard(channel).contains_key(channel)
     }
+
+    fn client_removed(&self, channel: &ChannelName, client: &PublicToken) {
+        let topic = self.shard(channel).get(channel).cloned();
+        if let Some(topic) = topic {
+            if let Some(streams) = lock(&topic.clients).remove(client) {
+                streams.removed.cancel();
+            }
+        }
+    }
 }
 
 impl Topic {
@@ -131,8 +153,31 @@ impl Topic {
         self.notify.notify_waiters();
     }
 
-    /// Frames from position `next` on, at most about `max_bytes` of them.
-    pub(crate) fn take(&self, next: u64, max_bytes: usize) -> Take {
+    /// A stream of `client` opens here: the token is cancelled if the client is removed.
+    pub(crate) fn watch_client(&self, client: &PublicToken) -> CancellationToken {
+        let mut clients = lock(&self.clients);
+        let entry = clients.entry(client.clone()).or_insert_with(|| ClientStreams {
+            removed: CancellationToken::new(),
+            streams: 0,
+        });
+        entry.streams += 1;
+        entry.removed.clone()
+    }
+
+    /// A stream of `client` closed here.
+    pub(crate) fn unwatch_client(&self, client: &PublicToken) {
+        let mut clients = lock(&self.clients);
+        if let Some(entry) = clients.get_mut(client) {
+            entry.streams -= 1;
+            if entry.streams == 0 {
+                clients.remove(client);
+            }
+        }
+    }
+
+    /// Frames from position `next` on that `viewer` may see, at most about
+    /// `max_bytes` of them.
+    pub(crate) fn take(&self, next: u64, max_bytes: usize, viewer: Option<&PublicToken>) -> Take {
         let ring = self.ring();
         let (Some(first), Some(last)) = (ring.front(), ring.back()) else {
             return Take::Empty;
@@ -144,29 +189,28 @@ impl Topic {
             return Take::Behind;
         }
         let start = (next - first.seq) as usize;
-        let mut frames = ring.range(start..);
-        let only = frames.next().expect("start is inside the ring");
-        let mut taken = only.seq;
-        let Some(second) = frames.next() else {
+        if start + 1 == ring.len() {
             // The common case: one new frame, shared without a copy.
+            let only = &ring[start];
+            let chunk = only.is_visible_to(viewer).then(|| only.frame.clone());
             return Take::Frames {
-                chunk: only.frame.clone(),
-                next: taken + 1,
+                chunk,
+                next: only.seq + 1,
             };
-        };
+        }
         // Several frames ready: coalesce them so they leave in one write.
-        let mut chunk = BytesMut::with_capacity(max_bytes.min(64 * 1024));
-        chunk.put_slice(&only.frame);
-        for message in std::iter::once(second).chain(frames) {
+        let mut chunk = BytesMut::new();
+        let mut taken = next - 1;
+        for message in ring.range(start..) {
             if chunk.len() >= max_bytes {
                 break;
             }
-            chunk.put_slice(&message.frame);
+            if message.is_visible_to(viewer) {
+                chunk.put_slice(&message.frame);
+            }
             taken = message.seq;
         }
-        Take::Frames {
-            chunk: chunk.freeze(),
-            next: taken + 1,
-        }
+        let chunk = (!chunk.is_empty()).then(|| chunk.freeze());
+        Take::Frames { chunk, next: taken + 1 }
     }
 }

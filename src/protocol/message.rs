@@ -2,11 +2,14 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::schema::{SchemaKind, Schemas};
-use super::{ChannelName, Epoch, MessageId, ProtocolError, Timestamp};
+use super::schema::SchemaKind;
+#[cfg(test)]
+use super::schema::Schemas;
+use super::{ChannelName, Epoch, MessageId, ProtocolError, PublicToken, Timestamp};
 use crate::sse;
 
-/// What a sender asks to publish: a validated `send-request` body.
+/// What a sender asks to publish: a validated `send-request` body, plus the
+/// sender the server established (never taken from the body).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Draft {
@@ -14,6 +17,21 @@ pub struct Draft {
     pub name: String,
     /// Any JSON value.
     pub contents: Value,
+    /// The one recipient of a direct message.
+    #[serde(default)]
+    pub to: Option<PublicToken>,
+    /// The registered client that sent it, set by the server from its credentials.
+    #[serde(skip)]
+    pub from: Option<Sender>,
+}
+
+/// Who sent a message, as the envelope's `from` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sender {
+    /// The sender's public token.
+    pub public_token: PublicToken,
+    /// Its display name.
+    pub display_name: Option<String>,
 }
 
 impl Draft {
@@ -23,14 +41,18 @@ impl Draft {
     /// [`ProtocolError::InvalidJson`] for bytes that are not JSON,
     /// [`ProtocolError::SchemaViolation`] with every failing pointer otherwise.
     pub fn from_json(body: &[u8]) -> Result<Self, ProtocolError> {
-        let value: Value =
-            serde_json::from_slice(body).map_err(|e| ProtocolError::InvalidJson(e.to_string()))?;
-        Schemas::get()
-            .validate(SchemaKind::SendRequest, &value)
-            .map_err(ProtocolError::SchemaViolation)?;
-        // The schema has accepted the shape, so this cannot fail; map it anyway
-        // rather than trusting two descriptions of the same rule to agree.
-        serde_json::from_value(value).map_err(|e| ProtocolError::InvalidJson(e.to_string()))
+        super::from_json(body, SchemaKind::SendRequest)
+    }
+
+    /// A message the server itself sends (presence events), bypassing the
+    /// reserved-name rule that applies to senders.
+    pub(crate) fn system(name: &str, contents: Value) -> Self {
+        Draft {
+            name: name.to_owned(),
+            contents,
+            to: None,
+            from: None,
+        }
     }
 }
 
@@ -46,6 +68,8 @@ pub struct Message {
     pub time: Timestamp,
     /// `id: …\ndata: <envelope>\n\n`.
     pub frame: Bytes,
+    /// The recipient of a direct message: only its streams get it.
+    pub to: Option<PublicToken>,
 }
 
 #[derive(Serialize)]
@@ -55,17 +79,15 @@ struct Envelope<'a> {
     name: &'a str,
     contents: &'a Value,
     time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    to: Option<&'a PublicToken>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    from: Option<&'a Sender>,
 }
 
 impl Message {
     /// Builds the envelope and its frame for a message just given its position.
-    pub fn encode(
-        epoch: Epoch,
-        seq: u64,
-        channel: &ChannelName,
-        draft: &Draft,
-        time: Timestamp,
-    ) -> Self {
+    pub fn encode(epoch: Epoch, seq: u64, channel: &ChannelName, draft: &Draft, time: Timestamp) -> Self {
         let id = MessageId { epoch, seq };
         let envelope = Envelope {
             id: id.to_string(),
@@ -73,12 +95,23 @@ impl Message {
             name: &draft.name,
             contents: &draft.contents,
             time: time.to_string(),
+            to: draft.to.as_ref(),
+            from: draft.from.as_ref(),
         };
         let data = serde_json::to_vec(&envelope).expect("a JSON value always serialises");
         Message {
             seq,
             time,
             frame: sse::message(&envelope.id, &data),
+            to: draft.to.clone(),
+        }
+    }
+
+    /// Whether a stream of `viewer` (a client's public token, or none) may see it.
+    pub fn is_visible_to(&self, viewer: Option<&PublicToken>) -> bool {
+        match &self.to {
+            None => true,
+            Some(to) => viewer == Some(to),
         }
     }
 
@@ -96,10 +129,7 @@ mod tests {
     #[test]
     fn encodes_once_into_a_valid_frame() {
         let channel = ChannelName::parse("room").unwrap();
-        let draft = Draft {
-            name: "chat.message".into(),
-            contents: json!({"text": "a\nb"}),
-        };
+        let draft = Draft::system("chat.message", json!({"text": "a\nb"}));
         let message = Message::encode(Epoch(0xabcdef01), 7, &channel, &draft, Timestamp(0));
         let text = std::str::from_utf8(&message.frame).unwrap();
         assert_eq!(
@@ -113,17 +143,11 @@ mod tests {
     #[test]
     fn drafts_are_checked_by_the_schema() {
         assert!(Draft::from_json(br#"{"name":"a","contents":null}"#).is_ok());
-        assert!(matches!(
-            Draft::from_json(b"{"),
-            Err(ProtocolError::InvalidJson(_))
-        ));
+        assert!(matches!(Draft::from_json(b"{"), Err(ProtocolError::InvalidJson(_))));
         match Draft::from_json(br#"{"name":"","contents":1,"extra":true}"#) {
-            Err(ProtocolError::SchemaViolation(v)) => {
+            Err(ProtocolError::SchemaViolation(_, v)) => {
                 let pointers: Vec<&str> = v.iter().map(|v| v.pointer.as_str()).collect();
-                assert!(
-                    pointers.contains(&"/name") && pointers.contains(&""),
-                    "{pointers:?}"
-                );
+                assert!(pointers.contains(&"/name") && pointers.contains(&""), "{pointers:?}");
             }
             other => panic!("{other:?}"),
         }

@@ -7,6 +7,7 @@
 pub mod schema;
 
 mod channel;
+mod client;
 mod frames;
 mod id;
 mod message;
@@ -14,9 +15,10 @@ mod query;
 mod time;
 
 pub use channel::ChannelName;
+pub use client::{PublicToken, Registration};
 pub use frames::{FailureBody, GapBody, GapReason, TimeoutBody};
 pub use id::{Epoch, MessageId};
-pub use message::{Draft, Message};
+pub use message::{Draft, Message, Sender};
 pub use query::SubscribeQuery;
 pub use time::Timestamp;
 
@@ -29,8 +31,10 @@ pub enum ProtocolError {
     InvalidChannel(String),
     /// The body is not JSON at all.
     InvalidJson(String),
-    /// The body is JSON but fails its schema.
-    SchemaViolation(Vec<Violation>),
+    /// The body is JSON but fails its schema (named by file).
+    SchemaViolation(&'static str, Vec<Violation>),
+    /// A public token in the path does not match `public-token.schema.json`.
+    InvalidToken(String),
     /// A query parameter fails `subscribe-query.schema.json` or a server limit.
     InvalidQuery(Vec<Violation>),
 }
@@ -43,8 +47,11 @@ impl std::fmt::Display for ProtocolError {
                 "invalid channel name '{name}': use 1 to 128 characters from A-Z a-z 0-9 _ - . : (not starting with '.' or ':')"
             ),
             ProtocolError::InvalidJson(reason) => write!(f, "the body is not valid JSON: {reason}"),
-            ProtocolError::SchemaViolation(v) => {
-                write!(f, "the body does not match send-request.schema.json ({} problem(s))", v.len())
+            ProtocolError::SchemaViolation(schema, v) => {
+                write!(f, "the body does not match {schema} ({} problem(s), see details)", v.len())
+            }
+            ProtocolError::InvalidToken(token) => {
+                write!(f, "invalid public token '{token}': see public-token.schema.json")
             }
             ProtocolError::InvalidQuery(v) => {
                 let first = v.first().map(|v| v.to_string()).unwrap_or_default();
@@ -55,3 +62,21 @@ impl std::fmt::Display for ProtocolError {
 }
 
 impl std::error::Error for ProtocolError {}
+
+/// Parses `body` as JSON, validates it against `kind`, and deserialises it.
+///
+/// # Errors
+/// [`ProtocolError::InvalidJson`] or [`ProtocolError::SchemaViolation`].
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    kind: schema::SchemaKind,
+) -> Result<T, ProtocolError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| ProtocolError::InvalidJson(e.to_string()))?;
+    schema::Schemas::get()
+        .validate(kind, &value)
+        .map_err(|v| ProtocolError::SchemaViolation(kind.file_name(), v))?;
+    // The schema has accepted the shape, so this cannot fail; map it anyway
+    // rather than trusting two descriptions of the same rule to agree.
+    serde_json::from_value(value).map_err(|e| ProtocolError::InvalidJson(e.to_string()))
+}

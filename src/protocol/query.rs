@@ -12,6 +12,8 @@ pub struct SubscribeQuery {
     pub timeout: Option<Duration>,
     /// `lastEventId`, when given (the `Last-Event-ID` header wins over it).
     pub last_event_id: Option<String>,
+    /// `token`: a registered client's private token. Never logged.
+    pub token: Option<String>,
 }
 
 impl SubscribeQuery {
@@ -65,6 +67,7 @@ impl SubscribeQuery {
         Ok(SubscribeQuery {
             timeout,
             last_event_id: text("lastEventId"),
+            token: text("token"),
         })
     }
 }
@@ -80,10 +83,7 @@ mod tests {
         let q = SubscribeQuery::parse("timeout=5&lastEventId=0a1b2c3d-4&_=123", MAX).unwrap();
         assert_eq!(q.timeout, Some(Duration::from_secs(5)));
         assert_eq!(q.last_event_id.as_deref(), Some("0a1b2c3d-4"));
-        assert_eq!(
-            SubscribeQuery::parse("", MAX).unwrap(),
-            SubscribeQuery::default()
-        );
+        assert_eq!(SubscribeQuery::parse("", MAX).unwrap(), SubscribeQuery::default());
     }
 
     #[test]

@@ -15,73 +15,39 @@ use serde_json::Value;
 /// Base URI of every schema's `$id`; relative `$ref`s between files resolve against it.
 const BASE: &str = "https://ssehub.dev/protocol/";
 
+/// One entry of [`FILES`]: the kind, the file name, and the file's text.
+macro_rules! schema_file {
+    ($kind:ident, $name:literal) => {
+        (
+            SchemaKind::$kind,
+            $name,
+            include_str!(concat!("../../protocol/", $name)),
+        )
+    };
+}
+
 /// The schema files, by kind. Adding a file means adding a line here.
 const FILES: &[(SchemaKind, &str, &str)] = &[
-    (
-        SchemaKind::ChannelName,
-        "channel-name.schema.json",
-        include_str!("../../protocol/channel-name.schema.json"),
-    ),
-    (
-        SchemaKind::MessageId,
-        "message-id.schema.json",
-        include_str!("../../protocol/message-id.schema.json"),
-    ),
-    (
-        SchemaKind::Timestamp,
-        "timestamp.schema.json",
-        include_str!("../../protocol/timestamp.schema.json"),
-    ),
-    (
-        SchemaKind::SendRequest,
-        "send-request.schema.json",
-        include_str!("../../protocol/send-request.schema.json"),
-    ),
-    (
-        SchemaKind::SendResponse,
-        "send-response.schema.json",
-        include_str!("../../protocol/send-response.schema.json"),
-    ),
-    (
-        SchemaKind::Envelope,
-        "envelope.schema.json",
-        include_str!("../../protocol/envelope.schema.json"),
-    ),
-    (
-        SchemaKind::Timeout,
-        "timeout.schema.json",
-        include_str!("../../protocol/timeout.schema.json"),
-    ),
-    (
-        SchemaKind::Failure,
-        "failure.schema.json",
-        include_str!("../../protocol/failure.schema.json"),
-    ),
-    (
-        SchemaKind::Gap,
-        "gap.schema.json",
-        include_str!("../../protocol/gap.schema.json"),
-    ),
-    (
-        SchemaKind::ChannelInfo,
-        "channel-info.schema.json",
-        include_str!("../../protocol/channel-info.schema.json"),
-    ),
-    (
-        SchemaKind::Health,
-        "health.schema.json",
-        include_str!("../../protocol/health.schema.json"),
-    ),
-    (
-        SchemaKind::Error,
-        "error.schema.json",
-        include_str!("../../protocol/error.schema.json"),
-    ),
-    (
-        SchemaKind::SubscribeQuery,
-        "subscribe-query.schema.json",
-        include_str!("../../protocol/subscribe-query.schema.json"),
-    ),
+    schema_file!(ChannelName, "channel-name.schema.json"),
+    schema_file!(MessageId, "message-id.schema.json"),
+    schema_file!(Timestamp, "timestamp.schema.json"),
+    schema_file!(SendRequest, "send-request.schema.json"),
+    schema_file!(SendResponse, "send-response.schema.json"),
+    schema_file!(Envelope, "envelope.schema.json"),
+    schema_file!(Timeout, "timeout.schema.json"),
+    schema_file!(Failure, "failure.schema.json"),
+    schema_file!(Gap, "gap.schema.json"),
+    schema_file!(ChannelInfo, "channel-info.schema.json"),
+    schema_file!(Health, "health.schema.json"),
+    schema_file!(Error, "error.schema.json"),
+    schema_file!(SubscribeQuery, "subscribe-query.schema.json"),
+    schema_file!(PublicToken, "public-token.schema.json"),
+    schema_file!(PrivateToken, "private-token.schema.json"),
+    schema_file!(ClientRegistration, "client-registration.schema.json"),
+    schema_file!(Client, "client.schema.json"),
+    schema_file!(ClientRegistered, "client-registered.schema.json"),
+    schema_file!(ClientList, "client-list.schema.json"),
+    schema_file!(PresenceEvent, "presence-event.schema.json"),
 ];
 
 /// Which schema to validate against: one variant per file in `protocol/`.
@@ -113,9 +79,28 @@ pub enum SchemaKind {
     Error,
     /// `subscribe-query.schema.json`: query of `/channels/{c}/events`.
     SubscribeQuery,
+    /// `public-token.schema.json`
+    PublicToken,
+    /// `private-token.schema.json`
+    PrivateToken,
+    /// `client-registration.schema.json`: body of a POST to `/channels/{c}/clients`.
+    ClientRegistration,
+    /// `client.schema.json`: a client as presence shows it.
+    Client,
+    /// `client-registered.schema.json`: the 201 body of a registration.
+    ClientRegistered,
+    /// `client-list.schema.json`: `GET /channels/{c}/clients`.
+    ClientList,
+    /// `presence-event.schema.json`: contents of `client.*` messages.
+    PresenceEvent,
 }
 
 impl SchemaKind {
+    /// Every kind, one per schema file.
+    pub fn all() -> impl Iterator<Item = SchemaKind> {
+        FILES.iter().map(|(kind, _, _)| *kind)
+    }
+
     /// The schema's file name in `protocol/`.
     pub fn file_name(self) -> &'static str {
         FILES
@@ -174,8 +159,7 @@ impl Schemas {
     pub fn load() -> Result<Self, SchemaError> {
         let mut documents = Vec::with_capacity(FILES.len());
         for (kind, name, text) in FILES {
-            let value: Value =
-                serde_json::from_str(text).map_err(|e| SchemaError(format!("{name}: {e}")))?;
+            let value: Value = serde_json::from_str(text).map_err(|e| SchemaError(format!("{name}: {e}")))?;
             documents.push((*kind, *name, value));
         }
         let registry = jsonschema::Registry::new()
@@ -217,13 +201,22 @@ impl Schemas {
         if validator.is_valid(instance) {
             return Ok(());
         }
-        let violations: Vec<Violation> = validator
-            .iter_errors(instance)
-            .map(|error| Violation {
-                pointer: error.instance_path().as_str().to_owned(),
-                message: error.to_string(),
-            })
-            .collect();
+        // One entry per failing location: several rules failing at one place
+        // (say `type` and `not`) read as one problem with several reasons.
+        let mut violations: Vec<Violation> = Vec::new();
+        for error in validator.iter_errors(instance) {
+            let pointer = error.instance_path().as_str();
+            match violations.iter_mut().find(|v| v.pointer == pointer) {
+                Some(existing) => {
+                    existing.message.push_str("; ");
+                    existing.message.push_str(&error.to_string());
+                }
+                None => violations.push(Violation {
+                    pointer: pointer.to_owned(),
+                    message: error.to_string(),
+                }),
+            }
+        }
         Err(violations)
     }
 
@@ -248,17 +241,11 @@ mod tests {
     fn violations_name_the_failing_pointer() {
         let schemas = Schemas::get();
         let errors = schemas
-            .validate(
-                SchemaKind::SendRequest,
-                &json!({"name": "has space", "contents": 1}),
-            )
+            .validate(SchemaKind::SendRequest, &json!({"name": "has space", "contents": 1}))
             .unwrap_err();
         assert_eq!(errors[0].pointer, "/name");
         let errors = schemas
-            .validate(
-                SchemaKind::SendRequest,
-                &json!({"name": "ok", "contents": 1, "x": 2}),
-            )
+            .validate(SchemaKind::SendRequest, &json!({"name": "ok", "contents": 1, "x": 2}))
             .unwrap_err();
         assert_eq!(errors[0].pointer, "");
     }

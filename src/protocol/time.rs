@@ -47,17 +47,8 @@ mod tests {
     #[test]
     fn formats_rfc3339_utc_millis() {
         assert_eq!(Timestamp(0).to_string(), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            Timestamp(951_782_400_123).to_string(),
-            "2000-02-29T00:00:00.123Z"
-        );
-        assert_eq!(
-            Timestamp(1_795_228_500_007).to_string(),
-            "2026-11-21T02:35:00.007Z"
-        );
-        assert_eq!(
-            Timestamp(4_102_444_799_999).to_string(),
-            "2099-12-31T23:59:59.999Z"
-        );
+        assert_eq!(Timestamp(951_782_400_123).to_string(), "2000-02-29T00:00:00.123Z");
+        assert_eq!(Timestamp(1_795_228_500_007).to_string(), "2026-11-21T02:35:00.007Z");
+        assert_eq!(Timestamp(4_102_444_799_999).to_string(), "2099-12-31T23:59:59.999Z");
     }
 }

@@ -1,17 +1,18 @@
-//! The default store: history in process memory, lost on restart.
+//! The default store: history and clients in process memory, lost on restart.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::future::ready;
 use std::sync::{Arc, Mutex};
 
-use super::{Feed, History, Retention, Store, StoreFuture};
-use crate::protocol::{ChannelName, Draft, Epoch, Message, Timestamp};
+use super::{ClientRecord, Feed, History, Registered, Retention, Store, StoreFuture};
+use crate::protocol::{ChannelName, Draft, Epoch, Message, PublicToken, Timestamp};
 use crate::shards::{lock, Shards};
 
-/// History in memory, bounded per channel by count and age.
+/// History and clients in memory, history bounded per channel by count and age.
 pub struct MemoryStore {
     epoch: Epoch,
     retention: Retention,
-    logs: Shards<Log>,
+    channels: Shards<ChannelState>,
     feed: Arc<dyn Feed>,
     /// The highest position of any channel this store has forgotten. A channel
     /// created again starts after it, so an id is never issued twice in an epoch.
@@ -26,13 +27,17 @@ impl std::fmt::Debug for MemoryStore {
     }
 }
 
-/// One channel's retained history. Positions in `messages` are consecutive.
-struct Log {
+/// One channel: retained history (consecutive positions) and registered clients.
+#[derive(Default)]
+struct ChannelState {
     messages: VecDeque<Arc<Message>>,
     last_seq: u64,
+    clients: HashMap<PublicToken, ClientRecord>,
+    /// Private token → public token.
+    secrets: HashMap<String, PublicToken>,
 }
 
-impl Log {
+impl ChannelState {
     fn first_seq(&self) -> Option<u64> {
         self.messages.front().map(|m| m.seq)
     }
@@ -48,6 +53,12 @@ impl Log {
             }
         }
     }
+
+    fn remove_client(&mut self, public: &PublicToken) -> Option<ClientRecord> {
+        let client = self.clients.remove(public)?;
+        self.secrets.remove(&client.private_token);
+        Some(client)
+    }
 }
 
 impl MemoryStore {
@@ -56,71 +67,72 @@ impl MemoryStore {
         MemoryStore {
             epoch: Epoch::random(),
             retention,
-            logs: Shards::new(),
+            channels: Shards::new(),
             feed,
             forgotten_high_water: Mutex::new(0),
         }
     }
 
+    /// Runs `f` on the channel's state, creating it if needed.
+    fn with_channel<T>(&self, channel: &ChannelName, f: impl FnOnce(&mut ChannelState) -> T) -> T {
+        let mut shard = self.channels.lock(channel);
+        let state = shard.entry(channel.clone()).or_insert_with(|| ChannelState {
+            last_seq: *lock(&self.forgotten_high_water),
+            ..ChannelState::default()
+        });
+        f(state)
+    }
+
+    /// Runs `f` on the channel's state if it exists.
+    fn with_existing<T>(&self, channel: &ChannelName, f: impl FnOnce(&mut ChannelState) -> T) -> Option<T> {
+        self.channels.lock(channel).get_mut(channel).map(f)
+    }
+
     fn append_now(&self, channel: &ChannelName, draft: &Draft) -> Arc<Message> {
         let now = Timestamp::now();
-        let mut shard = self.logs.lock(channel);
-        let log = shard.entry(channel.clone()).or_insert_with(|| Log {
-            messages: VecDeque::new(),
-            last_seq: *lock(&self.forgotten_high_water),
-        });
-        log.last_seq += 1;
-        let message = Arc::new(Message::encode(
-            self.epoch,
-            log.last_seq,
-            channel,
-            draft,
-            now,
-        ));
-        log.messages.push_back(Arc::clone(&message));
-        log.trim(&self.retention, now);
-        // Still under the channel's lock: the feed sees positions in order.
-        self.feed.deliver(channel, &message);
-        message
+        self.with_channel(channel, |state| {
+            state.last_seq += 1;
+            let message = Arc::new(Message::encode(self.epoch, state.last_seq, channel, draft, now));
+            state.messages.push_back(Arc::clone(&message));
+            state.trim(&self.retention, now);
+            // Still under the channel's lock: the feed sees positions in order.
+            self.feed.deliver(channel, &message);
+            message
+        })
     }
 
     fn read_now(&self, channel: &ChannelName, after: u64, limit: usize) -> History {
-        let mut shard = self.logs.lock(channel);
-        let Some(log) = shard.get_mut(channel) else {
-            return History::default();
-        };
-        log.trim(&self.retention, Timestamp::now());
-        let first_seq = log.first_seq();
-        let messages = match first_seq {
-            Some(first) if limit > 0 => {
-                // Positions are consecutive, so the start is an index, not a search.
-                let skip = after.saturating_add(1).saturating_sub(first) as usize;
-                log.messages
-                    .iter()
-                    .skip(skip)
-                    .take(limit)
-                    .cloned()
-                    .collect()
+        let now = Timestamp::now();
+        self.with_existing(channel, |state| {
+            state.trim(&self.retention, now);
+            let first_seq = state.first_seq();
+            let messages = match first_seq {
+                Some(first) if limit > 0 => {
+                    // Positions are consecutive, so the start is an index, not a search.
+                    let skip = after.saturating_add(1).saturating_sub(first) as usize;
+                    state.messages.iter().skip(skip).take(limit).cloned().collect()
+                }
+                _ => Vec::new(),
+            };
+            History {
+                messages,
+                first_seq,
+                last_seq: state.last_seq,
+                retained: state.messages.len(),
             }
-            _ => Vec::new(),
-        };
-        History {
-            messages,
-            first_seq,
-            last_seq: log.last_seq,
-            retained: log.messages.len(),
-        }
+        })
+        .unwrap_or_default()
     }
 
     fn sweep_now(&self) {
         let now = Timestamp::now();
-        for mut shard in self.logs.each() {
+        for mut shard in self.channels.each() {
             let mut forgotten = 0;
-            shard.retain(|channel, log| {
-                log.trim(&self.retention, now);
-                let keep = !log.messages.is_empty() || self.feed.is_followed(channel);
+            shard.retain(|channel, state| {
+                state.trim(&self.retention, now);
+                let keep = !state.messages.is_empty() || !state.clients.is_empty() || self.feed.is_followed(channel);
                 if !keep {
-                    forgotten = forgotten.max(log.last_seq);
+                    forgotten = forgotten.max(state.last_seq);
                 }
                 keep
             });
@@ -129,6 +141,27 @@ impl MemoryStore {
                 *high = (*high).max(forgotten);
             }
         }
+    }
+
+    fn expire_now(&self) -> Vec<(ChannelName, ClientRecord)> {
+        let now = Timestamp::now();
+        let mut expired = Vec::new();
+        for mut shard in self.channels.each() {
+            for (channel, state) in shard.iter_mut() {
+                let gone: Vec<PublicToken> = state
+                    .clients
+                    .values()
+                    .filter(|c| c.is_expired(now))
+                    .map(|c| c.public_token.clone())
+                    .collect();
+                for public in gone {
+                    if let Some(client) = state.remove_client(&public) {
+                        expired.push((channel.clone(), client));
+                    }
+                }
+            }
+        }
+        expired
     }
 }
 
@@ -141,32 +174,124 @@ impl Store for MemoryStore {
         self.epoch
     }
 
-    fn append<'a>(
-        &'a self,
-        channel: &'a ChannelName,
-        draft: Draft,
-    ) -> StoreFuture<'a, Arc<Message>> {
-        let message = self.append_now(channel, &draft);
-        Box::pin(std::future::ready(Ok(message)))
+    fn append<'a>(&'a self, channel: &'a ChannelName, draft: Draft) -> StoreFuture<'a, Arc<Message>> {
+        Box::pin(ready(Ok(self.append_now(channel, &draft))))
     }
 
-    fn read<'a>(
-        &'a self,
-        channel: &'a ChannelName,
-        after: u64,
-        limit: usize,
-    ) -> StoreFuture<'a, History> {
-        let history = self.read_now(channel, after, limit);
-        Box::pin(std::future::ready(Ok(history)))
+    fn read<'a>(&'a self, channel: &'a ChannelName, after: u64, limit: usize) -> StoreFuture<'a, History> {
+        Box::pin(ready(Ok(self.read_now(channel, after, limit))))
     }
 
     fn check(&self) -> StoreFuture<'_, ()> {
-        Box::pin(std::future::ready(Ok(())))
+        Box::pin(ready(Ok(())))
     }
 
     fn sweep(&self) -> StoreFuture<'_, ()> {
         self.sweep_now();
-        Box::pin(std::future::ready(Ok(())))
+        Box::pin(ready(Ok(())))
+    }
+
+    fn register<'a>(&'a self, channel: &'a ChannelName, client: ClientRecord) -> StoreFuture<'a, Registered> {
+        let outcome = self.with_channel(channel, |state| {
+            if state.clients.contains_key(&client.public_token) || state.secrets.contains_key(&client.private_token) {
+                return Registered::Exists;
+            }
+            state
+                .secrets
+                .insert(client.private_token.clone(), client.public_token.clone());
+            state.clients.insert(client.public_token.clone(), client.clone());
+            Registered::Created(client)
+        });
+        Box::pin(ready(Ok(outcome)))
+    }
+
+    fn client<'a>(
+        &'a self,
+        channel: &'a ChannelName,
+        public: &'a PublicToken,
+    ) -> StoreFuture<'a, Option<ClientRecord>> {
+        let client = self
+            .with_existing(channel, |state| state.clients.get(public).cloned())
+            .flatten();
+        Box::pin(ready(Ok(client)))
+    }
+
+    fn client_by_secret<'a>(
+        &'a self,
+        channel: &'a ChannelName,
+        secret: &'a str,
+    ) -> StoreFuture<'a, Option<ClientRecord>> {
+        let client = self
+            .with_existing(channel, |state| {
+                state
+                    .secrets
+                    .get(secret)
+                    .and_then(|public| state.clients.get(public))
+                    .cloned()
+            })
+            .flatten();
+        Box::pin(ready(Ok(client)))
+    }
+
+    fn clients<'a>(&'a self, channel: &'a ChannelName) -> StoreFuture<'a, Vec<ClientRecord>> {
+        let mut clients = self
+            .with_existing(channel, |state| state.clients.values().cloned().collect::<Vec<_>>())
+            .unwrap_or_default();
+        clients.sort_by(|a, b| a.public_token.cmp(&b.public_token));
+        Box::pin(ready(Ok(clients)))
+    }
+
+    fn remove_client<'a>(
+        &'a self,
+        channel: &'a ChannelName,
+        public: &'a PublicToken,
+    ) -> StoreFuture<'a, Option<ClientRecord>> {
+        let removed = self
+            .with_existing(channel, |state| state.remove_client(public))
+            .flatten();
+        if removed.is_some() {
+            self.feed.client_removed(channel, public);
+        }
+        Box::pin(ready(Ok(removed)))
+    }
+
+    fn attach<'a>(&'a self, channel: &'a ChannelName, public: &'a PublicToken) -> StoreFuture<'a, Option<bool>> {
+        let now = Timestamp::now();
+        let outcome = self
+            .with_existing(channel, |state| {
+                let client = state.clients.get_mut(public)?;
+                // A stream opening after the idle allowance ran out finds the client
+                // gone, even if the periodic expiry has not run yet.
+                if client.is_expired(now) {
+                    return None;
+                }
+                client.streams += 1;
+                client.idle_since = None;
+                Some(client.streams == 1)
+            })
+            .flatten();
+        Box::pin(ready(Ok(outcome)))
+    }
+
+    fn detach<'a>(&'a self, channel: &'a ChannelName, public: &'a PublicToken) -> StoreFuture<'a, bool> {
+        let now = Timestamp::now();
+        let last = self
+            .with_existing(channel, |state| {
+                let client = state.clients.get_mut(public)?;
+                client.streams = client.streams.saturating_sub(1);
+                let last = client.streams == 0;
+                if last {
+                    client.idle_since = Some(now);
+                }
+                Some(last)
+            })
+            .flatten()
+            .unwrap_or(false);
+        Box::pin(ready(Ok(last)))
+    }
+
+    fn expire_clients(&self) -> StoreFuture<'_, Vec<(ChannelName, ClientRecord)>> {
+        Box::pin(ready(Ok(self.expire_now())))
     }
 }
 
@@ -184,68 +309,54 @@ mod tests {
         fn is_followed(&self, _: &ChannelName) -> bool {
             self.1
         }
+        fn client_removed(&self, _: &ChannelName, _: &PublicToken) {}
     }
 
-    fn store(max_messages: usize, followed: bool) -> (MemoryStore, Arc<Recorder>) {
-        let feed = Arc::new(Recorder(Mutex::new(Vec::new()), followed));
-        let retention = Retention {
-            max_messages,
-            max_age: Duration::from_secs(3600),
-        };
-        (MemoryStore::new(retention, feed.clone()), feed)
+    fn store(max_messages: usize, max_age: Duration) -> (MemoryStore, Arc<Recorder>) {
+        let feed = Arc::new(Recorder(Mutex::new(Vec::new()), false));
+        (
+            MemoryStore::new(Retention { max_messages, max_age }, feed.clone()),
+            feed,
+        )
     }
 
     fn draft() -> Draft {
-        Draft {
-            name: "n".into(),
-            contents: serde_json::Value::Null,
-        }
+        Draft::system("n", serde_json::Value::Null)
     }
 
     #[test]
     fn positions_are_consecutive_and_fed_in_order() {
-        let (store, feed) = store(10, false);
+        let (store, feed) = store(10, Duration::from_secs(3600));
         let c = ChannelName::parse("c").unwrap();
         for _ in 0..3 {
             store.append_now(&c, &draft());
         }
         assert_eq!(*feed.0.lock().unwrap(), vec![1, 2, 3]);
         let h = store.read_now(&c, 1, 10);
-        assert_eq!(
-            h.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
-            vec![2, 3]
-        );
-        assert_eq!((h.first_seq, h.last_seq), (Some(1), 3));
+        assert_eq!(h.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!((h.first_seq, h.last_seq, h.retained), (Some(1), 3, 3));
     }
 
     #[test]
     fn history_is_bounded_by_count() {
-        let (store, _) = store(2, false);
+        let (store, _) = store(2, Duration::from_secs(3600));
         let c = ChannelName::parse("c").unwrap();
         for _ in 0..5 {
             store.append_now(&c, &draft());
         }
         let h = store.read_now(&c, 0, 10);
-        assert_eq!(
-            h.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
-            vec![4, 5]
-        );
+        assert_eq!(h.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![4, 5]);
     }
 
     #[test]
     fn a_forgotten_channel_never_reuses_an_id() {
-        let feed = Arc::new(Recorder(Mutex::new(Vec::new()), false));
-        let retention = Retention {
-            max_messages: 10,
-            max_age: Duration::ZERO,
-        };
-        let store = MemoryStore::new(retention, feed);
+        let (store, _) = store(10, Duration::ZERO);
         let c = ChannelName::parse("c").unwrap();
         store.append_now(&c, &draft());
         store.append_now(&c, &draft());
         std::thread::sleep(Duration::from_millis(5));
         store.sweep_now();
-        assert!(store.logs.lock(&c).get(&c).is_none());
+        assert!(store.channels.lock(&c).get(&c).is_none());
         assert_eq!(store.append_now(&c, &draft()).seq, 3);
     }
 }

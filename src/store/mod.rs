@@ -15,7 +15,7 @@ use std::time::Duration;
 
 pub use memory::MemoryStore;
 
-use crate::protocol::{ChannelName, Draft, Epoch, Message};
+use crate::protocol::{ChannelName, Draft, Epoch, Message, PublicToken, Timestamp};
 
 /// The boxed future every store method returns, so `dyn Store` can be chosen at run time.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -31,6 +31,55 @@ pub trait Feed: Send + Sync + 'static {
 
     /// Whether anyone follows `channel` now (a store keeps such a channel's state).
     fn is_followed(&self, channel: &ChannelName) -> bool;
+
+    /// A registered client was removed: its open streams must end.
+    fn client_removed(&self, channel: &ChannelName, client: &PublicToken);
+}
+
+/// A registered client as the store keeps it.
+#[derive(Clone)]
+pub struct ClientRecord {
+    /// How others address it.
+    pub public_token: PublicToken,
+    /// Shown in presence and in `from`.
+    pub display_name: Option<String>,
+    /// The secret it subscribes and sends with. Never logged (see `Debug`).
+    pub private_token: String,
+    /// Its streams' timeout.
+    pub timeout_seconds: u64,
+    /// How long it is kept with no open stream.
+    pub idle_seconds: u64,
+    /// Streams open now, on every node.
+    pub streams: u32,
+    /// When its last stream closed (or it was registered), while it has none.
+    pub idle_since: Option<Timestamp>,
+}
+
+impl std::fmt::Debug for ClientRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientRecord")
+            .field("public_token", &self.public_token)
+            .field("display_name", &self.display_name)
+            .field("streams", &self.streams)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientRecord {
+    /// Whether it has stayed away longer than its idle allowance at `now`.
+    pub fn is_expired(&self, now: Timestamp) -> bool {
+        self.idle_since
+            .is_some_and(|since| now.0.saturating_sub(since.0) >= self.idle_seconds.saturating_mul(1000))
+    }
+}
+
+/// The outcome of a registration.
+#[derive(Debug, Clone)]
+pub enum Registered {
+    /// Stored.
+    Created(ClientRecord),
+    /// The public token is already registered on the channel.
+    Exists,
 }
 
 /// How much history a store retains per channel.
@@ -82,20 +131,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores a message: assigns its position and time, encodes it once, keeps it
     /// in the history, and hands it to the feed before returning.
-    fn append<'a>(
-        &'a self,
-        channel: &'a ChannelName,
-        draft: Draft,
-    ) -> StoreFuture<'a, Arc<Message>>;
+    fn append<'a>(&'a self, channel: &'a ChannelName, draft: Draft) -> StoreFuture<'a, Arc<Message>>;
 
     /// Up to `limit` retained messages with a position after `after` (0: from the
     /// oldest), and where the retained history stands. `limit` 0 asks only the latter.
-    fn read<'a>(
-        &'a self,
-        channel: &'a ChannelName,
-        after: u64,
-        limit: usize,
-    ) -> StoreFuture<'a, History>;
+    fn read<'a>(&'a self, channel: &'a ChannelName, after: u64, limit: usize) -> StoreFuture<'a, History>;
 
     /// Whether the store can serve requests now.
     fn check(&self) -> StoreFuture<'_, ()>;
@@ -103,4 +143,38 @@ pub trait Store: Send + Sync + 'static {
     /// Drops expired history and forgets channels with nothing left to remember.
     /// Called periodically by the server.
     fn sweep(&self) -> StoreFuture<'_, ()>;
+
+    /// Registers a client unless its public token is taken on the channel.
+    fn register<'a>(&'a self, channel: &'a ChannelName, client: ClientRecord) -> StoreFuture<'a, Registered>;
+
+    /// One client by public token.
+    fn client<'a>(&'a self, channel: &'a ChannelName, public: &'a PublicToken)
+        -> StoreFuture<'a, Option<ClientRecord>>;
+
+    /// One client by private token (a subscriber's or sender's credentials).
+    fn client_by_secret<'a>(
+        &'a self,
+        channel: &'a ChannelName,
+        secret: &'a str,
+    ) -> StoreFuture<'a, Option<ClientRecord>>;
+
+    /// Every client of a channel, ordered by public token.
+    fn clients<'a>(&'a self, channel: &'a ChannelName) -> StoreFuture<'a, Vec<ClientRecord>>;
+
+    /// Removes a client and tells the feed, so its streams end. Returns it as it was.
+    fn remove_client<'a>(
+        &'a self,
+        channel: &'a ChannelName,
+        public: &'a PublicToken,
+    ) -> StoreFuture<'a, Option<ClientRecord>>;
+
+    /// Counts one more open stream of the client. `None` when it is not (or no
+    /// longer) registered; `Some(true)` when this is its first open stream.
+    fn attach<'a>(&'a self, channel: &'a ChannelName, public: &'a PublicToken) -> StoreFuture<'a, Option<bool>>;
+
+    /// Counts one stream fewer; `true` when that was its last (it starts idling).
+    fn detach<'a>(&'a self, channel: &'a ChannelName, public: &'a PublicToken) -> StoreFuture<'a, bool>;
+
+    /// Removes every client idle past its allowance and returns them.
+    fn expire_clients(&self) -> StoreFuture<'_, Vec<(ChannelName, ClientRecord)>>;
 }

@@ -1,0 +1,118 @@
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use super::schema::{SchemaKind, Schemas};
+use super::ProtocolError;
+
+/// A registered client's public token (see `public-token.schema.json`): how
+/// others address it. Cheap to clone; compared on every direct message.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PublicToken(Arc<str>);
+
+impl PublicToken {
+    /// Checks `raw` against the public-token schema (for tokens from a URL path).
+    ///
+    /// # Errors
+    /// [`ProtocolError::InvalidToken`].
+    pub fn parse(raw: &str) -> Result<Self, ProtocolError> {
+        let value = serde_json::Value::String(raw.to_owned());
+        if Schemas::get().is_valid(SchemaKind::PublicToken, &value) {
+            Ok(PublicToken(Arc::from(raw)))
+        } else {
+            Err(ProtocolError::InvalidToken(raw.chars().take(64).collect()))
+        }
+    }
+
+    /// The token as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PublicToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for PublicToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", &*self.0)
+    }
+}
+
+impl serde::Serialize for PublicToken {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// Only ever built from text the schema has already accepted.
+impl<'de> Deserialize<'de> for PublicToken {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(PublicToken(Arc::from(String::deserialize(d)?)))
+    }
+}
+
+/// A validated `client-registration` body.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registration {
+    /// How others address the client.
+    pub public_token: PublicToken,
+    /// Shown in presence and in `from`.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// The client's secret; generated when absent.
+    #[serde(default)]
+    pub private_token: Option<String>,
+    /// Stream timeout for this client, in seconds.
+    #[serde(default)]
+    pub connection_timeout_seconds: Option<u64>,
+    /// How long the client is kept with no open stream, in seconds.
+    #[serde(default)]
+    pub connection_idle_seconds: Option<u64>,
+}
+
+/// Never prints the private token.
+impl fmt::Debug for Registration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registration")
+            .field("public_token", &self.public_token)
+            .field("display_name", &self.display_name)
+            .field("connection_timeout_seconds", &self.connection_timeout_seconds)
+            .field("connection_idle_seconds", &self.connection_idle_seconds)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registration {
+    /// Parses and validates against `client-registration.schema.json`.
+    ///
+    /// # Errors
+    /// [`ProtocolError::InvalidJson`] or [`ProtocolError::SchemaViolation`].
+    pub fn from_json(body: &[u8]) -> Result<Self, ProtocolError> {
+        super::from_json(body, SchemaKind::ClientRegistration)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registrations_follow_the_schema() {
+        let r = Registration::from_json(br#"{"public_token":"alice","display_name":"Alice"}"#).unwrap();
+        assert_eq!(r.public_token.as_str(), "alice");
+        assert!(Registration::from_json(br#"{"public_token":"a b"}"#).is_err());
+        assert!(Registration::from_json(br#"{"public_token":"a","private_token":"short"}"#).is_err());
+        assert!(Registration::from_json(br#"{"display_name":"x"}"#).is_err());
+        assert!(!format!(
+            "{:?}",
+            Registration::from_json(br#"{"public_token":"a","private_token":"0123456789abcdefXYZ"}"#).unwrap()
+        )
+        .contains("XYZ"));
+    }
+}
