@@ -40,6 +40,35 @@ impl Cli {
     }
 }
 
+/// Which store to use (`--store`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// In process memory.
+    Memory,
+    /// A redb file at this path.
+    File(PathBuf),
+    /// A Redis server at this URL.
+    Redis(String),
+}
+
+impl std::str::FromStr for StoreChoice {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, String> {
+        if value == "memory" {
+            Ok(StoreChoice::Memory)
+        } else if let Some(path) = value.strip_prefix("file:").filter(|p| !p.is_empty()) {
+            Ok(StoreChoice::File(PathBuf::from(path)))
+        } else if value.starts_with("redis://") || value.starts_with("rediss://") {
+            Ok(StoreChoice::Redis(value.to_owned()))
+        } else {
+            Err(format!(
+                "unknown store '{value}': use memory, file:PATH or redis://HOST:PORT/DB"
+            ))
+        }
+    }
+}
+
 /// Everything the server can be told. Durations are whole seconds on the
 /// command line and in the environment.
 #[derive(Debug, Clone, Args)]
@@ -47,6 +76,12 @@ pub struct Config {
     /// Address to listen on (port 0: any free port, printed at start).
     #[arg(long, env = "SSEHUB_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+
+    /// Where state lives: `memory` (default; lost on restart), `file:PATH`
+    /// (durable single node, a redb database file) or `redis://HOST:PORT/DB`
+    /// (shared by every node pointed at the same Redis).
+    #[arg(long, env = "SSEHUB_STORE", default_value = "memory")]
+    pub store: StoreChoice,
 
     /// Messages retained per channel for resume.
     #[arg(long, env = "SSEHUB_HISTORY_SIZE", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
@@ -126,6 +161,12 @@ pub struct Config {
     /// Default seconds a registered client is kept with no open stream.
     #[arg(long, env = "SSEHUB_CLIENT_IDLE", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=604_800))]
     pub client_idle: u64,
+
+    /// Serve the demo backend routes (`/demo/login`, `/demo/logout`, `/demo/feed`,
+    /// acting on `demo-*` channels only) even though publisher keys are configured.
+    /// Without keys (local open mode) they are always on. Never on a public server.
+    #[arg(long, env = "SSEHUB_DEMO")]
+    pub demo: bool,
 
     /// Log filter (tracing `EnvFilter` syntax, e.g. `info` or `ssehub=debug`).
     #[arg(long, env = "SSEHUB_LOG", default_value = "info")]
@@ -207,6 +248,11 @@ mod tests {
             .unwrap()
             .into_config();
         assert!(bad.validate().is_err());
+        let file = Cli::try_parse_from(["ssehub", "--store", "file:/tmp/x.redb"])
+            .unwrap()
+            .into_config();
+        assert_eq!(file.store, StoreChoice::File("/tmp/x.redb".into()));
+        assert!(Cli::try_parse_from(["ssehub", "--store", "postgres://x"]).is_err());
     }
 
     #[test]

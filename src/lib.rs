@@ -28,6 +28,7 @@
 
 pub mod access;
 pub mod config;
+mod demo;
 mod http;
 pub mod hub;
 pub mod protocol;

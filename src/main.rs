@@ -20,10 +20,22 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
+    // Refuse a bad or unsafe configuration before announcing anything.
+    if let Err(error) = config.validate().and_then(|()| config.access().map(drop)) {
+        eprintln!("ssehub: invalid configuration: {error}");
+        return ExitCode::FAILURE;
+    }
     let listener = match bind(config.listen) {
         Ok(listener) => listener,
         Err(error) => {
             eprintln!("ssehub: cannot listen on {}: {error}", config.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let shutdown = match shutdown_signal() {
+        Ok(shutdown) => shutdown,
+        Err(error) => {
+            eprintln!("ssehub: cannot install signal handlers: {error}");
             return ExitCode::FAILURE;
         }
     };
@@ -34,7 +46,7 @@ async fn main() -> ExitCode {
     println!("ssehub listening on http://{address}");
     let _ = std::io::stdout().flush();
 
-    match ssehub::server::run(listener, config, shutdown_signal()).await {
+    match ssehub::server::run(listener, config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("ssehub: {error}");
@@ -54,23 +66,17 @@ fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(_) => {
-                let _ = interrupt.await;
-                return;
-            }
-        };
+/// Completes on SIGINT or SIGTERM. The handlers are installed now, before the
+/// listening line announces readiness, so a signal sent right after it is
+/// always a graceful stop and never the default action.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
         tokio::select! {
-            _ = interrupt => {}
+            _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
+    })
 }

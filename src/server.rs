@@ -25,11 +25,11 @@ use tower_service::Service;
 use warp::reply::Response;
 
 use crate::access::Access;
-use crate::config::Config;
+use crate::config::{Config, StoreChoice};
 use crate::http::{allowed_origin, decorate, internal_error, preflight, routes, Api};
 use crate::hub::{Fanout, Hub, HubSettings};
 use crate::protocol::schema::{SchemaError, Schemas};
-use crate::store::{MemoryStore, Retention, Store};
+use crate::store::{FileStore, MemoryStore, RedisStore, Retention, Store, StoreError};
 
 /// Messages read from the store per step of a replay or catch-up.
 const REPLAY_BATCH: usize = 1024;
@@ -69,7 +69,17 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         max_messages: config.history_size as usize,
         max_age: config.history_age(),
     };
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(retention, fanout.clone()));
+    let store: Arc<dyn Store> = match &config.store {
+        StoreChoice::Memory => Arc::new(MemoryStore::new(retention, fanout.clone())),
+        StoreChoice::File(path) => {
+            Arc::new(FileStore::open(path, retention, fanout.clone()).map_err(StartError::Store)?)
+        }
+        StoreChoice::Redis(url) => Arc::new(
+            RedisStore::open(url, retention, fanout.clone())
+                .await
+                .map_err(StartError::Store)?,
+        ),
+    };
     let settings = HubSettings {
         retry_ms: config.retry_ms,
         heartbeat: Duration::from_secs(config.heartbeat),
@@ -85,6 +95,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         body_limit: config.body_limit as usize,
         max_timeout: Duration::from_secs(config.max_timeout),
         static_dir: config.static_dir.clone(),
+        demo: config.demo,
     };
     let service = warp::service(routes(api));
     let tasks = TaskTracker::new();
@@ -206,6 +217,8 @@ pub enum StartError {
     Config(String),
     /// A protocol schema that does not compile.
     Schema(SchemaError),
+    /// The store could not be opened.
+    Store(StoreError),
 }
 
 impl std::fmt::Display for StartError {
@@ -213,6 +226,7 @@ impl std::fmt::Display for StartError {
         match self {
             StartError::Config(message) => write!(f, "invalid configuration: {message}"),
             StartError::Schema(error) => error.fmt(f),
+            StartError::Store(error) => write!(f, "cannot open the store: {error}"),
         }
     }
 }

@@ -16,6 +16,10 @@ pub const HEARTBEAT: &[u8] = b":\n\n";
 /// The last bytes of a stream closed by a server shutdown; the client reconnects.
 pub const SHUTDOWN: &[u8] = b": shutdown\n\n";
 
+/// The last bytes of a stream ended because the store's notifications were
+/// interrupted; the client reconnects and resumes from the store.
+pub const INTERRUPTED: &[u8] = b": store connection lost, reconnect\n\n";
+
 /// First bytes of every stream: the reconnection delay and a comment, so clients
 /// and proxies see the stream open at once.
 pub fn preamble(retry_ms: u64) -> Bytes {

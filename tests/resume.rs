@@ -200,6 +200,35 @@ async fn gap_on_an_empty_channel_goes_on_live() {
 }
 
 #[tokio::test]
+async fn gap_when_history_expired_by_age() {
+    let server = TestServer::start(&["--history-age", "1"]);
+    let ids = send_n(&server, "old", 2).await;
+    // Wait (bounded) until both messages are past their age.
+    let end = tokio::time::Instant::now() + Duration::from_secs(5);
+    let info = loop {
+        let info = server.channel_info("old").await;
+        if info["history_size"] == 0 {
+            break info;
+        }
+        assert!(tokio::time::Instant::now() < end, "history never expired: {info}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(info["first_id"], Value::Null, "{info}");
+    assert_eq!(info["last_id"], ids[1], "the last id is still known: {info}");
+
+    // Message 2 is gone: a gap, nothing to replay, then live.
+    let mut stream = server.subscribe("old", "", &[("last-event-id", &ids[0])]).await;
+    expect_gap(&mut stream, "old", &ids[0], None, "before_history").await;
+    let next = server.send_id("old", json!(3)).await;
+    assert_eq!(seq_of(&next), 3, "seq goes on after expiry");
+    assert_eq!(stream.expect_message(READ).await["id"], next);
+
+    // Resuming at the last id loses nothing: no gap.
+    let mut stream = server.subscribe("old", "", &[("last-event-id", &next)]).await;
+    expect_live_next(&server, &mut stream, "old").await;
+}
+
+#[tokio::test]
 async fn a_resume_id_longer_than_64_is_invalid_query() {
     let server = TestServer::start(&[]);
     let long = "a".repeat(65);

@@ -20,6 +20,26 @@ async fn expect_refused(server: &TestServer) {
     }
 }
 
+/// After a signal: the stream gets exactly `: shutdown\n\n` (heartbeats aside) and ends
+/// cleanly. On anything else, says how the process ended.
+async fn expect_shutdown_comment(server: &mut TestServer, stream: &mut SseStream) {
+    let frame = loop {
+        match stream.next_event(READ).await {
+            Next::Frame(frame) if frame.is_heartbeat() => continue,
+            Next::Frame(frame) => break Some(frame),
+            _ => break None,
+        }
+    };
+    if frame.as_ref().map(|f| f.raw.as_str()) != Some(": shutdown\n\n") {
+        let status = server.try_wait_exit(READ).await;
+        panic!(
+            "expected ': shutdown', got {frame:?} (stream error {:?}); process exit: {status:?}",
+            stream.end_error()
+        );
+    }
+    stream.expect_end(READ).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_ends_streams_completes_requests_and_exits_0() {
     let mut server = TestServer::start(&["--shutdown-grace", "5"]);
@@ -51,9 +71,7 @@ async fn sigterm_ends_streams_completes_requests_and_exits_0() {
 
     // Open streams get ': shutdown' and end, while the POST is still in flight.
     for stream in [&mut stream, &mut other] {
-        let frame = stream.expect_frame(READ).await;
-        assert_eq!(frame.raw, ": shutdown\n\n", "shutdown comment");
-        stream.expect_end(READ).await;
+        expect_shutdown_comment(&mut server, stream).await;
     }
 
     // The in-flight POST completes.
@@ -93,13 +111,23 @@ async fn sigterm_when_idle_exits_0_quickly() {
 }
 
 #[tokio::test]
+async fn sigterm_right_after_the_listening_line_exits_0() {
+    // The listening line is the readiness signal: from then on SIGTERM is a graceful stop,
+    // never the default action (death by signal).
+    for _ in 0..3 {
+        let mut server = TestServer::start(&[]);
+        server.sigterm();
+        let status = server.wait_exit(Duration::from_secs(5)).await;
+        assert!(status.success(), "exit status {status:?}");
+    }
+}
+
+#[tokio::test]
 async fn sigint_is_a_graceful_stop_too() {
     let mut server = TestServer::start(&[]);
     let mut stream = server.subscribe("live", "", SSE).await;
     server.signal("INT");
-    let frame = stream.expect_frame(READ).await;
-    assert_eq!(frame.raw, ": shutdown\n\n");
-    stream.expect_end(READ).await;
+    expect_shutdown_comment(&mut server, &mut stream).await;
     let status = server.wait_exit(Duration::from_secs(5)).await;
     assert!(status.success(), "exit status {status:?}");
     expect_refused(&server).await;
@@ -112,9 +140,7 @@ async fn streams_end_even_with_a_long_grace_period() {
     let mut stream = server.subscribe("live", "", SSE).await;
     let signalled = tokio::time::Instant::now();
     server.sigterm();
-    let frame = stream.expect_non_heartbeat(READ).await;
-    assert_eq!(frame.raw, ": shutdown\n\n");
-    stream.expect_end(READ).await;
+    expect_shutdown_comment(&mut server, &mut stream).await;
     let status = server.wait_exit(Duration::from_secs(5)).await;
     assert!(status.success(), "exit status {status:?}");
     assert!(signalled.elapsed() < Duration::from_secs(5));

@@ -25,7 +25,9 @@ pub(crate) fn routes(api: Api) -> impl Filter<Extract = (Response,), Error = Inf
         .unify()
         .or(client(api.clone()))
         .unify()
-        .or(channel(api))
+        .or(channel(api.clone()))
+        .unify()
+        .or(crate::demo::routes(api))
         .unify()
         .or(static_files)
         .unify()
@@ -134,13 +136,16 @@ fn client(api: Api) -> impl Filter<Extract = (Response,), Error = Rejection> + C
 fn channel(api: Api) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("channels" / String)
         .and(warp::method())
+        .and(warp::header::headers_cloned())
         .and(with_api(api))
-        .then(|channel: String, method: Method, api: Api| async move {
-            if method != Method::GET && method != Method::HEAD {
-                return ApiError::MethodNotAllowed { allow: "GET, HEAD" }.into_response();
-            }
-            handlers::channel_info(api, channel).await
-        })
+        .then(
+            |channel: String, method: Method, headers: HeaderMap, api: Api| async move {
+                if method != Method::GET && method != Method::HEAD {
+                    return ApiError::MethodNotAllowed { allow: "GET, HEAD" }.into_response();
+                }
+                handlers::channel_info(api, channel, headers).await
+            },
+        )
 }
 
 /// Nothing matched: the API routes match on any method, so what is left is a

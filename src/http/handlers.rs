@@ -36,10 +36,15 @@ pub(super) async fn healthz(api: Api) -> Response {
     warp::reply::with_status(warp::reply::json(&health), status).into_response()
 }
 
-/// `GET /channels/{channel}`
-pub(super) async fn channel_info(api: Api, channel: String) -> Response {
+/// `GET /channels/{channel}`: readable by whoever may read presence, since it
+/// counts clients.
+pub(super) async fn channel_info(api: Api, channel: String, headers: HeaderMap) -> Response {
     let result = async {
         let channel = ChannelName::parse(&channel)?;
+        may_watch(
+            &api.access.policy(&channel),
+            &identify(&api, &channel, bearer(&headers)).await?,
+        )?;
         Ok(api.hub.info(&channel).await?)
     }
     .await;

@@ -30,4 +30,6 @@ pub(crate) struct Api {
     pub(crate) max_timeout: Duration,
     /// Where the demo pages are.
     pub(crate) static_dir: PathBuf,
+    /// `--demo`: serve the demo backend routes even with publisher keys (see `demo.rs`).
+    pub(crate) demo: bool,
 }

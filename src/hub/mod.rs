@@ -21,33 +21,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::access::Access;
 use crate::protocol::{ChannelName, Draft, MessageId, PublicToken, Registration, Sender};
-use crate::store::{ClientRecord, Feed, Registered, Store, StoreError};
+use crate::store::{ClientRecord, Registered, Store, StoreError};
 
 pub use subscription::SubscribeRequest;
-
-/// The live fan-out of every followed channel; give it to the store as its [`Feed`].
-pub struct Fanout(topic::Topics);
-
-impl Fanout {
-    /// A fan-out keeping `ring_capacity` recent frames per followed channel.
-    pub fn new(ring_capacity: usize) -> Arc<Self> {
-        Arc::new(Fanout(topic::Topics::new(ring_capacity)))
-    }
-}
-
-impl Feed for Fanout {
-    fn deliver(&self, channel: &ChannelName, message: &Arc<crate::protocol::Message>) {
-        self.0.deliver(channel, message);
-    }
-
-    fn is_followed(&self, channel: &ChannelName) -> bool {
-        self.0.is_followed(channel)
-    }
-
-    fn client_removed(&self, channel: &ChannelName, client: &PublicToken) {
-        self.0.client_removed(channel, client);
-    }
-}
+pub use topic::Fanout;
 
 /// Stream behaviour the hub applies to every subscription.
 #[derive(Debug, Clone)]
@@ -97,9 +74,9 @@ impl std::fmt::Display for HubError {
                 write!(f, "this server holds its maximum of {limit} open streams; retry later")
             }
             HubError::ShuttingDown => f.write_str("the server is shutting down; reconnect shortly"),
-            HubError::ClientExists => {
-                f.write_str("a client with this public token is already registered on this channel")
-            }
+            HubError::ClientExists => f.write_str(
+                "a client with this public token, or this private token, is already registered on this channel",
+            ),
             HubError::UnknownClient => {
                 f.write_str("no such client on this channel (never registered, expired after idling, or removed)")
             }
@@ -295,7 +272,7 @@ impl Hub {
             first_id: history.first_seq.map(id),
             last_id: (history.last_seq > 0).then(|| id(history.last_seq)),
             history_size: history.retained,
-            subscribers: self.shared.fanout.0.subscribers(channel),
+            subscribers: self.shared.fanout.subscribers(channel),
             clients_registered: clients.len(),
             clients_connected: clients.iter().filter(|c| c.streams > 0).count(),
         })
@@ -312,6 +289,9 @@ impl Hub {
         registration: Registration,
     ) -> Result<(ClientView, String), HubError> {
         let settings = &self.shared.settings;
+        // A direct message needs its recipient registered first, so every one
+        // for this client will come after this position.
+        let registered_after = self.shared.store.read(channel, 0, 0).await?.last_seq;
         let record = ClientRecord {
             public_token: registration.public_token,
             display_name: registration.display_name,
@@ -326,6 +306,7 @@ impl Hub {
                 .unwrap_or(settings.client_idle_seconds),
             streams: 0,
             idle_since: Some(crate::protocol::Timestamp::now()),
+            registered_after,
         };
         match self.shared.store.register(channel, record).await? {
             Registered::Created(client) => Ok((ClientView::of(channel, &client), client.private_token)),

@@ -24,7 +24,7 @@ use super::topic::{Take, Topic};
 use super::{Hub, HubError};
 use crate::protocol::{ChannelName, FailureBody, GapBody, GapReason, MessageId, PublicToken, TimeoutBody};
 use crate::sse;
-use crate::store::ClientRecord;
+use crate::store::{ClientRecord, History};
 
 /// Most bytes coalesced into one chunk from the ring.
 const MAX_CHUNK: usize = 64 * 1024;
@@ -64,7 +64,7 @@ impl Drop for Place {
                     self.hub.shared.tasks.spawn_on(task, &runtime);
                 }
             }
-            self.hub.shared.fanout.0.unfollow(&self.channel, &topic);
+            self.hub.shared.fanout.unfollow(&self.channel, &topic);
         }
         self.hub.shared.subscribers.fetch_sub(1, Ordering::Relaxed);
     }
@@ -89,6 +89,8 @@ struct State {
     viewer: Option<PublicToken>,
     /// Cancelled when that client is removed.
     removed: CancellationToken,
+    /// Cancelled when the store's notifications were interrupted.
+    interrupted: CancellationToken,
     /// Bytes to send before anything else (preamble, gap frame).
     pending: Option<Bytes>,
     /// The next position this subscriber wants.
@@ -124,7 +126,7 @@ pub(super) async fn open(
     }
     // Follow before reading the resume position: every message stored from here
     // on reaches the ring, and everything before it is in the store.
-    let topic = shared.fanout.0.follow(&channel);
+    let topic = shared.fanout.follow(&channel);
     place.topic = Some(Arc::clone(&topic));
 
     // Watch for the client's removal before counting the stream in the store,
@@ -149,7 +151,8 @@ pub(super) async fn open(
         None => CancellationToken::new(),
     };
 
-    let (next, gap) = resume_position(&hub, &channel, request.last_event_id.as_deref()).await?;
+    let registered_after = request.client.as_ref().map(|c| c.registered_after);
+    let (next, gap) = resume_position(&hub, &channel, request.last_event_id.as_deref(), registered_after).await?;
     let mut first = BytesMut::new();
     first.put_slice(&sse::preamble(shared.settings.retry_ms));
     if let Some(gap) = gap {
@@ -166,6 +169,7 @@ pub(super) async fn open(
     let state = State {
         viewer: request.client.as_ref().map(|c| c.public_token.clone()),
         removed,
+        interrupted: shared.fanout.interruption(),
         place,
         topic,
         pending: Some(first.freeze()),
@@ -207,29 +211,58 @@ pub(super) fn failure_only(retry_ms: u64, code: &str, message: &str) -> Bytes {
 }
 
 /// Where a new stream starts, and the gap frame to send first when the asked
-/// position cannot be honoured in full.
+/// position cannot be honoured in full. Without a resume position, a stream
+/// starts live, or for a registered client right after its registration.
 async fn resume_position(
     hub: &Hub,
     channel: &ChannelName,
     last_event_id: Option<&str>,
+    registered_after: Option<u64>,
 ) -> Result<(u64, Option<Bytes>), HubError> {
     let store = &hub.shared.store;
     let head = store.read(channel, 0, 0).await?;
     let Some(raw) = last_event_id.filter(|raw| !raw.is_empty()) else {
-        return Ok((head.last_seq + 1, None));
+        return Ok(match registered_after {
+            Some(after) => position_after(
+                hub,
+                channel,
+                &head,
+                after,
+                &MessageId {
+                    epoch: store.epoch(),
+                    seq: after,
+                }
+                .to_string(),
+            ),
+            None => (head.last_seq + 1, None),
+        });
     };
     let reason = match MessageId::parse(raw) {
         None => GapReason::UnknownId,
         Some(id) if id.epoch != store.epoch() => GapReason::OtherEpoch,
         Some(id) if id.seq > head.last_seq => GapReason::UnknownId,
-        Some(id) => match head.first_seq {
-            Some(first) if id.seq + 1 < first => GapReason::BeforeHistory,
-            None if id.seq < head.last_seq => GapReason::BeforeHistory,
-            _ => return Ok((id.seq + 1, None)),
-        },
+        Some(id) => return Ok(position_after(hub, channel, &head, id.seq, raw)),
     };
     let next = head.first_seq.unwrap_or(head.last_seq + 1);
     Ok((next, Some(gap_frame(hub, channel, raw, head.first_seq, reason))))
+}
+
+/// The stream starts after position `seq` (of this epoch, at most the head),
+/// with a gap frame when the history no longer reaches back to it.
+fn position_after(hub: &Hub, channel: &ChannelName, head: &History, seq: u64, asked: &str) -> (u64, Option<Bytes>) {
+    let lost = match head.first_seq {
+        Some(first) => seq + 1 < first,
+        None => seq < head.last_seq,
+    };
+    if lost {
+        let next = head.first_seq.unwrap_or(head.last_seq + 1);
+        (
+            next,
+            Some(gap_frame(hub, channel, asked, head.first_seq, GapReason::BeforeHistory)),
+        )
+    } else {
+        (seq + 1, None)
+    }
 }
 
 fn gap_frame(hub: &Hub, channel: &ChannelName, after: &str, resume_from: Option<u64>, reason: GapReason) -> Bytes {
@@ -252,6 +285,7 @@ enum Wake {
     Timer,
     Shutdown,
     Removed,
+    Interrupted,
 }
 
 /// The next chunk of the stream, or `None` when it has ended.
@@ -306,6 +340,7 @@ async fn step(state: &mut State) -> Option<Bytes> {
             biased;
             _ = hub.shared.shutdown.cancelled() => Wake::Shutdown,
             _ = state.removed.cancelled() => Wake::Removed,
+            _ = state.interrupted.cancelled() => Wake::Interrupted,
             _ = &mut notified => Wake::Pushed,
             _ = state.timer.as_mut() => Wake::Timer,
         };
@@ -314,6 +349,10 @@ async fn step(state: &mut State) -> Option<Bytes> {
             Wake::Shutdown => {
                 state.done = true;
                 return Some(Bytes::from_static(sse::SHUTDOWN));
+            }
+            Wake::Interrupted => {
+                state.done = true;
+                return Some(Bytes::from_static(sse::INTERRUPTED));
             }
             Wake::Removed => {
                 state.done = true;
@@ -354,24 +393,18 @@ async fn catch_up(hub: &Hub, state: &mut State) -> Result<Option<Bytes>, HubErro
         .read(channel, after, hub.shared.settings.replay_batch)
         .await?;
     let mut chunk = BytesMut::new();
-    let lost = match history.first_seq {
-        Some(first) => first > state.next,
-        None => history.last_seq >= state.next,
-    };
-    if lost {
-        // The history no longer reaches back to this subscriber: say so, go on
-        // from the oldest retained message.
-        let epoch = hub.shared.store.epoch();
-        let asked = MessageId { epoch, seq: after }.to_string();
-        chunk.put_slice(&gap_frame(
-            hub,
-            channel,
-            &asked,
-            history.first_seq,
-            GapReason::BeforeHistory,
-        ));
-        state.next = history.first_seq.unwrap_or(history.last_seq + 1);
+    // When the history no longer reaches back to this subscriber: say so, and
+    // go on from the oldest retained message.
+    let asked = MessageId {
+        epoch: hub.shared.store.epoch(),
+        seq: after,
     }
+    .to_string();
+    let (next, gap) = position_after(hub, channel, &history, after, &asked);
+    if let Some(gap) = gap {
+        chunk.put_slice(&gap);
+    }
+    state.next = next;
     let mut delivered_any = false;
     for message in &history.messages {
         if message.is_visible_to(state.viewer.as_ref()) {

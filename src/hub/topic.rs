@@ -20,9 +20,11 @@ use crate::protocol::{ChannelName, Message, PublicToken};
 use crate::shards::{lock, Shard, Shards};
 use crate::store::Feed;
 
-/// The followed channels.
-pub(crate) struct Topics {
+/// The live fan-out of every followed channel; the store's [`Feed`].
+pub struct Fanout {
     topics: Shards<Arc<Topic>>,
+    /// Cancelled (and replaced) when the store's notifications were interrupted.
+    interrupted: Mutex<CancellationToken>,
     ring_capacity: usize,
 }
 
@@ -60,12 +62,22 @@ struct ClientStreams {
     streams: usize,
 }
 
-impl Topics {
-    pub(crate) fn new(ring_capacity: usize) -> Self {
-        Topics {
+impl std::fmt::Debug for Fanout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fanout")
+            .field("ring_capacity", &self.ring_capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Fanout {
+    /// A fan-out keeping `ring_capacity` recent frames per followed channel.
+    pub fn new(ring_capacity: usize) -> Arc<Self> {
+        Arc::new(Fanout {
             topics: Shards::new(),
+            interrupted: Mutex::new(CancellationToken::new()),
             ring_capacity: ring_capacity.max(1),
-        }
+        })
     }
 
     fn shard(&self, channel: &ChannelName) -> MutexGuard<'_, Shard<Arc<Topic>>> {
@@ -109,7 +121,14 @@ impl Topics {
     }
 }
 
-impl Feed for Topics {
+impl Fanout {
+    /// Cancelled when the store's notifications are interrupted.
+    pub(crate) fn interruption(&self) -> CancellationToken {
+        lock(&self.interrupted).clone()
+    }
+}
+
+impl Feed for Fanout {
     fn deliver(&self, channel: &ChannelName, message: &Arc<Message>) {
         let topic = self.shard(channel).get(channel).cloned();
         if let Some(topic) = topic {
@@ -128,6 +147,17 @@ impl Feed for Topics {
                 streams.removed.cancel();
             }
         }
+    }
+
+    fn store_interrupted(&self) {
+        // Rings may now miss messages: empty them, so every read goes to the store.
+        for shard in self.topics.each() {
+            for topic in shard.values() {
+                topic.ring().clear();
+            }
+        }
+        let previous = std::mem::replace(&mut *lock(&self.interrupted), CancellationToken::new());
+        previous.cancel();
     }
 }
 

@@ -72,9 +72,11 @@ pub struct Message {
     pub to: Option<PublicToken>,
 }
 
+/// The envelope after its `id`: an envelope is `{"id":"<id>",` followed by
+/// these fields, so a store that assigns the id elsewhere (inside Redis) can
+/// complete it byte for byte as [`Message::encode`] does.
 #[derive(Serialize)]
-struct Envelope<'a> {
-    id: String,
+struct EnvelopeRest<'a> {
     channel: &'a ChannelName,
     name: &'a str,
     contents: &'a Value,
@@ -85,24 +87,42 @@ struct Envelope<'a> {
     from: Option<&'a Sender>,
 }
 
+impl Draft {
+    /// The envelope without its id: `"channel":…}` (the fields after `{"id":"…",`).
+    pub fn envelope_rest(&self, channel: &ChannelName, time: Timestamp) -> Vec<u8> {
+        let rest = EnvelopeRest {
+            channel,
+            name: &self.name,
+            contents: &self.contents,
+            time: time.to_string(),
+            to: self.to.as_ref(),
+            from: self.from.as_ref(),
+        };
+        let mut json = serde_json::to_vec(&rest).expect("a JSON value always serialises");
+        json.remove(0); // the opening brace; the id comes first
+        json
+    }
+}
+
+/// `{"id":"<id>",` + `rest`: the whole envelope.
+pub fn complete_envelope(id: &str, rest: &[u8]) -> Vec<u8> {
+    let mut envelope = Vec::with_capacity(rest.len() + id.len() + 8);
+    envelope.extend_from_slice(b"{\"id\":\"");
+    envelope.extend_from_slice(id.as_bytes());
+    envelope.extend_from_slice(b"\",");
+    envelope.extend_from_slice(rest);
+    envelope
+}
+
 impl Message {
     /// Builds the envelope and its frame for a message just given its position.
     pub fn encode(epoch: Epoch, seq: u64, channel: &ChannelName, draft: &Draft, time: Timestamp) -> Self {
-        let id = MessageId { epoch, seq };
-        let envelope = Envelope {
-            id: id.to_string(),
-            channel,
-            name: &draft.name,
-            contents: &draft.contents,
-            time: time.to_string(),
-            to: draft.to.as_ref(),
-            from: draft.from.as_ref(),
-        };
-        let data = serde_json::to_vec(&envelope).expect("a JSON value always serialises");
+        let id = MessageId { epoch, seq }.to_string();
+        let envelope = complete_envelope(&id, &draft.envelope_rest(channel, time));
         Message {
             seq,
             time,
-            frame: sse::message(&envelope.id, &data),
+            frame: sse::message(&id, &envelope),
             to: draft.to.clone(),
         }
     }
@@ -118,6 +138,17 @@ impl Message {
     /// The envelope JSON inside the frame (what a durable store keeps).
     pub fn envelope(&self) -> &[u8] {
         sse::data_of(&self.frame)
+    }
+
+    /// Rebuilds a message a store kept as its envelope.
+    pub fn from_envelope(epoch: Epoch, seq: u64, time: Timestamp, to: Option<PublicToken>, envelope: &[u8]) -> Self {
+        let id = MessageId { epoch, seq }.to_string();
+        Message {
+            seq,
+            time,
+            frame: sse::message(&id, envelope),
+            to,
+        }
     }
 }
 

@@ -18,7 +18,7 @@ pub use channel::ChannelName;
 pub use client::{PublicToken, Registration};
 pub use frames::{FailureBody, GapBody, GapReason, TimeoutBody};
 pub use id::{Epoch, MessageId};
-pub use message::{Draft, Message, Sender};
+pub use message::{complete_envelope, Draft, Message, Sender};
 pub use query::SubscribeQuery;
 pub use time::Timestamp;
 

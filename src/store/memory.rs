@@ -1,9 +1,10 @@
 //! The default store: history and clients in process memory, lost on restart.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::ready;
 use std::sync::{Arc, Mutex};
 
+use super::clients::ClientRegistry;
 use super::{ClientRecord, Feed, History, Registered, Retention, Store, StoreFuture};
 use crate::protocol::{ChannelName, Draft, Epoch, Message, PublicToken, Timestamp};
 use crate::shards::{lock, Shards};
@@ -13,6 +14,7 @@ pub struct MemoryStore {
     epoch: Epoch,
     retention: Retention,
     channels: Shards<ChannelState>,
+    clients: ClientRegistry,
     feed: Arc<dyn Feed>,
     /// The highest position of any channel this store has forgotten. A channel
     /// created again starts after it, so an id is never issued twice in an epoch.
@@ -27,14 +29,11 @@ impl std::fmt::Debug for MemoryStore {
     }
 }
 
-/// One channel: retained history (consecutive positions) and registered clients.
+/// One channel's retained history, with consecutive positions.
 #[derive(Default)]
 struct ChannelState {
     messages: VecDeque<Arc<Message>>,
     last_seq: u64,
-    clients: HashMap<PublicToken, ClientRecord>,
-    /// Private token → public token.
-    secrets: HashMap<String, PublicToken>,
 }
 
 impl ChannelState {
@@ -53,12 +52,6 @@ impl ChannelState {
             }
         }
     }
-
-    fn remove_client(&mut self, public: &PublicToken) -> Option<ClientRecord> {
-        let client = self.clients.remove(public)?;
-        self.secrets.remove(&client.private_token);
-        Some(client)
-    }
 }
 
 impl MemoryStore {
@@ -68,6 +61,7 @@ impl MemoryStore {
             epoch: Epoch::random(),
             retention,
             channels: Shards::new(),
+            clients: ClientRegistry::new(),
             feed,
             forgotten_high_water: Mutex::new(0),
         }
@@ -130,7 +124,8 @@ impl MemoryStore {
             let mut forgotten = 0;
             shard.retain(|channel, state| {
                 state.trim(&self.retention, now);
-                let keep = !state.messages.is_empty() || !state.clients.is_empty() || self.feed.is_followed(channel);
+                let keep =
+                    !state.messages.is_empty() || self.clients.has_clients(channel) || self.feed.is_followed(channel);
                 if !keep {
                     forgotten = forgotten.max(state.last_seq);
                 }
@@ -141,27 +136,6 @@ impl MemoryStore {
                 *high = (*high).max(forgotten);
             }
         }
-    }
-
-    fn expire_now(&self) -> Vec<(ChannelName, ClientRecord)> {
-        let now = Timestamp::now();
-        let mut expired = Vec::new();
-        for mut shard in self.channels.each() {
-            for (channel, state) in shard.iter_mut() {
-                let gone: Vec<PublicToken> = state
-                    .clients
-                    .values()
-                    .filter(|c| c.is_expired(now))
-                    .map(|c| c.public_token.clone())
-                    .collect();
-                for public in gone {
-                    if let Some(client) = state.remove_client(&public) {
-                        expired.push((channel.clone(), client));
-                    }
-                }
-            }
-        }
-        expired
     }
 }
 
@@ -192,17 +166,7 @@ impl Store for MemoryStore {
     }
 
     fn register<'a>(&'a self, channel: &'a ChannelName, client: ClientRecord) -> StoreFuture<'a, Registered> {
-        let outcome = self.with_channel(channel, |state| {
-            if state.clients.contains_key(&client.public_token) || state.secrets.contains_key(&client.private_token) {
-                return Registered::Exists;
-            }
-            state
-                .secrets
-                .insert(client.private_token.clone(), client.public_token.clone());
-            state.clients.insert(client.public_token.clone(), client.clone());
-            Registered::Created(client)
-        });
-        Box::pin(ready(Ok(outcome)))
+        Box::pin(ready(Ok(self.clients.register(channel, client))))
     }
 
     fn client<'a>(
@@ -210,10 +174,7 @@ impl Store for MemoryStore {
         channel: &'a ChannelName,
         public: &'a PublicToken,
     ) -> StoreFuture<'a, Option<ClientRecord>> {
-        let client = self
-            .with_existing(channel, |state| state.clients.get(public).cloned())
-            .flatten();
-        Box::pin(ready(Ok(client)))
+        Box::pin(ready(Ok(self.clients.get(channel, public))))
     }
 
     fn client_by_secret<'a>(
@@ -221,24 +182,11 @@ impl Store for MemoryStore {
         channel: &'a ChannelName,
         secret: &'a str,
     ) -> StoreFuture<'a, Option<ClientRecord>> {
-        let client = self
-            .with_existing(channel, |state| {
-                state
-                    .secrets
-                    .get(secret)
-                    .and_then(|public| state.clients.get(public))
-                    .cloned()
-            })
-            .flatten();
-        Box::pin(ready(Ok(client)))
+        Box::pin(ready(Ok(self.clients.by_secret(channel, secret))))
     }
 
     fn clients<'a>(&'a self, channel: &'a ChannelName) -> StoreFuture<'a, Vec<ClientRecord>> {
-        let mut clients = self
-            .with_existing(channel, |state| state.clients.values().cloned().collect::<Vec<_>>())
-            .unwrap_or_default();
-        clients.sort_by(|a, b| a.public_token.cmp(&b.public_token));
-        Box::pin(ready(Ok(clients)))
+        Box::pin(ready(Ok(self.clients.list(channel))))
     }
 
     fn remove_client<'a>(
@@ -246,9 +194,7 @@ impl Store for MemoryStore {
         channel: &'a ChannelName,
         public: &'a PublicToken,
     ) -> StoreFuture<'a, Option<ClientRecord>> {
-        let removed = self
-            .with_existing(channel, |state| state.remove_client(public))
-            .flatten();
+        let removed = self.clients.remove(channel, public);
         if removed.is_some() {
             self.feed.client_removed(channel, public);
         }
@@ -256,42 +202,15 @@ impl Store for MemoryStore {
     }
 
     fn attach<'a>(&'a self, channel: &'a ChannelName, public: &'a PublicToken) -> StoreFuture<'a, Option<bool>> {
-        let now = Timestamp::now();
-        let outcome = self
-            .with_existing(channel, |state| {
-                let client = state.clients.get_mut(public)?;
-                // A stream opening after the idle allowance ran out finds the client
-                // gone, even if the periodic expiry has not run yet.
-                if client.is_expired(now) {
-                    return None;
-                }
-                client.streams += 1;
-                client.idle_since = None;
-                Some(client.streams == 1)
-            })
-            .flatten();
-        Box::pin(ready(Ok(outcome)))
+        Box::pin(ready(Ok(self.clients.attach(channel, public))))
     }
 
     fn detach<'a>(&'a self, channel: &'a ChannelName, public: &'a PublicToken) -> StoreFuture<'a, bool> {
-        let now = Timestamp::now();
-        let last = self
-            .with_existing(channel, |state| {
-                let client = state.clients.get_mut(public)?;
-                client.streams = client.streams.saturating_sub(1);
-                let last = client.streams == 0;
-                if last {
-                    client.idle_since = Some(now);
-                }
-                Some(last)
-            })
-            .flatten()
-            .unwrap_or(false);
-        Box::pin(ready(Ok(last)))
+        Box::pin(ready(Ok(self.clients.detach(channel, public))))
     }
 
     fn expire_clients(&self) -> StoreFuture<'_, Vec<(ChannelName, ClientRecord)>> {
-        Box::pin(ready(Ok(self.expire_now())))
+        Box::pin(ready(Ok(self.clients.expire())))
     }
 }
 
@@ -310,6 +229,7 @@ mod tests {
             self.1
         }
         fn client_removed(&self, _: &ChannelName, _: &PublicToken) {}
+        fn store_interrupted(&self) {}
     }
 
     fn store(max_messages: usize, max_age: Duration) -> (MemoryStore, Arc<Recorder>) {

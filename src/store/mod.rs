@@ -6,13 +6,18 @@
 //! through a [`Feed`], in position order per channel. The hub and the HTTP layer
 //! talk only to this trait, so a durable or shared store slots in behind it.
 
+mod clients;
+mod file;
 mod memory;
+mod redis;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use self::redis::RedisStore;
+pub use file::FileStore;
 pub use memory::MemoryStore;
 
 use crate::protocol::{ChannelName, Draft, Epoch, Message, PublicToken, Timestamp};
@@ -34,6 +39,11 @@ pub trait Feed: Send + Sync + 'static {
 
     /// A registered client was removed: its open streams must end.
     fn client_removed(&self, channel: &ChannelName, client: &PublicToken);
+
+    /// The store's notifications were interrupted, so some messages may never
+    /// reach the feed: every open stream must end (its client resumes from the
+    /// store when it reconnects).
+    fn store_interrupted(&self);
 }
 
 /// A registered client as the store keeps it.
@@ -53,6 +63,10 @@ pub struct ClientRecord {
     pub streams: u32,
     /// When its last stream closed (or it was registered), while it has none.
     pub idle_since: Option<Timestamp>,
+    /// The channel's last position when it was registered: a stream of it that
+    /// gives no resume position starts after this, so nothing sent to it since
+    /// its registration is missed, first connection included.
+    pub registered_after: u64,
 }
 
 impl std::fmt::Debug for ClientRecord {
@@ -70,6 +84,54 @@ impl ClientRecord {
     pub fn is_expired(&self, now: Timestamp) -> bool {
         self.idle_since
             .is_some_and(|since| now.0.saturating_sub(since.0) >= self.idle_seconds.saturating_mul(1000))
+    }
+}
+
+/// A registration as the durable stores keep it (as JSON): what survives a
+/// restart, without the per-process stream count and idle clock.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct StoredClient {
+    display_name: Option<String>,
+    private_token: String,
+    timeout_seconds: u64,
+    idle_seconds: u64,
+    #[serde(default)]
+    registered_after: u64,
+}
+
+impl StoredClient {
+    pub(crate) fn of(client: &ClientRecord) -> Self {
+        StoredClient {
+            display_name: client.display_name.clone(),
+            private_token: client.private_token.clone(),
+            timeout_seconds: client.timeout_seconds,
+            idle_seconds: client.idle_seconds,
+            registered_after: client.registered_after,
+        }
+    }
+
+    pub(crate) fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a registration serialises")
+    }
+
+    /// Back to a record; `None` for JSON that is not a registration.
+    pub(crate) fn parse(
+        json: &[u8],
+        public_token: PublicToken,
+        streams: u32,
+        idle_since: Option<Timestamp>,
+    ) -> Option<ClientRecord> {
+        let stored: StoredClient = serde_json::from_slice(json).ok()?;
+        Some(ClientRecord {
+            public_token,
+            display_name: stored.display_name,
+            private_token: stored.private_token,
+            timeout_seconds: stored.timeout_seconds,
+            idle_seconds: stored.idle_seconds,
+            streams,
+            idle_since,
+            registered_after: stored.registered_after,
+        })
     }
 }
 

@@ -240,18 +240,26 @@ impl TestServer {
 
     /// Waits (at most `deadline`) for the process to exit; panics if it does not.
     pub(crate) async fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
-        if let Some(status) = self.status {
-            return status;
+        match self.try_wait_exit(deadline).await {
+            Some(status) => status,
+            None => panic!("ssehub did not exit within {deadline:?}; stderr:\n{}", self.stderr()),
+        }
+    }
+
+    /// Waits (at most `deadline`) for the process to exit; `None` if it is still running.
+    pub(crate) async fn try_wait_exit(&mut self, deadline: Duration) -> Option<ExitStatus> {
+        if self.status.is_some() {
+            return self.status;
         }
         let end = tokio::time::Instant::now() + deadline;
         let child = self.child.as_mut().expect("process was started");
         loop {
             if let Some(status) = child.try_wait().expect("try_wait") {
                 self.status = Some(status);
-                return status;
+                return Some(status);
             }
             if tokio::time::Instant::now() >= end {
-                panic!("ssehub did not exit within {deadline:?}; stderr:\n{}", self.stderr());
+                return None;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -1,0 +1,194 @@
+//! Registered clients kept in process memory: registrations, open-stream
+//! counts and idle clocks. The memory store keeps everything here; the file
+//! store keeps registrations durably and loads them here at start, since open
+//! streams and idle clocks only mean something while the process runs.
+
+use std::collections::HashMap;
+
+use super::{ClientRecord, Registered};
+use crate::protocol::{ChannelName, PublicToken, Timestamp};
+use crate::shards::Shards;
+
+/// One channel's clients.
+#[derive(Default)]
+struct Clients {
+    by_public: HashMap<PublicToken, ClientRecord>,
+    /// Private token → public token.
+    by_secret: HashMap<String, PublicToken>,
+}
+
+/// Every channel's clients, sharded like the rest of the state.
+pub(super) struct ClientRegistry {
+    channels: Shards<Clients>,
+}
+
+impl ClientRegistry {
+    pub(super) fn new() -> Self {
+        ClientRegistry {
+            channels: Shards::new(),
+        }
+    }
+
+    /// Adds the client unless its public or private token is taken on the channel.
+    pub(super) fn register(&self, channel: &ChannelName, client: ClientRecord) -> Registered {
+        let mut shard = self.channels.lock(channel);
+        let clients = shard.entry(channel.clone()).or_default();
+        if clients.by_public.contains_key(&client.public_token) || clients.by_secret.contains_key(&client.private_token)
+        {
+            return Registered::Exists;
+        }
+        clients
+            .by_secret
+            .insert(client.private_token.clone(), client.public_token.clone());
+        clients.by_public.insert(client.public_token.clone(), client.clone());
+        Registered::Created(client)
+    }
+
+    fn with<T>(&self, channel: &ChannelName, f: impl FnOnce(&mut Clients) -> Option<T>) -> Option<T> {
+        self.channels.lock(channel).get_mut(channel).and_then(f)
+    }
+
+    pub(super) fn get(&self, channel: &ChannelName, public: &PublicToken) -> Option<ClientRecord> {
+        self.with(channel, |c| c.by_public.get(public).cloned())
+    }
+
+    pub(super) fn by_secret(&self, channel: &ChannelName, secret: &str) -> Option<ClientRecord> {
+        self.with(channel, |c| {
+            c.by_secret
+                .get(secret)
+                .and_then(|public| c.by_public.get(public))
+                .cloned()
+        })
+    }
+
+    /// Every client of the channel, ordered by public token.
+    pub(super) fn list(&self, channel: &ChannelName) -> Vec<ClientRecord> {
+        let mut list = self
+            .with(channel, |c| Some(c.by_public.values().cloned().collect::<Vec<_>>()))
+            .unwrap_or_default();
+        list.sort_by(|a, b| a.public_token.cmp(&b.public_token));
+        list
+    }
+
+    pub(super) fn remove(&self, channel: &ChannelName, public: &PublicToken) -> Option<ClientRecord> {
+        let mut shard = self.channels.lock(channel);
+        let clients = shard.get_mut(channel)?;
+        let client = clients.by_public.remove(public)?;
+        clients.by_secret.remove(&client.private_token);
+        if clients.by_public.is_empty() {
+            shard.remove(channel);
+        }
+        Some(client)
+    }
+
+    /// One more open stream; `Some(true)` for the first. A client whose idle
+    /// allowance ran out is gone even if the periodic expiry has not run yet.
+    pub(super) fn attach(&self, channel: &ChannelName, public: &PublicToken) -> Option<bool> {
+        let now = Timestamp::now();
+        self.with(channel, |c| {
+            let client = c.by_public.get_mut(public)?;
+            if client.is_expired(now) {
+                return None;
+            }
+            client.streams += 1;
+            client.idle_since = None;
+            Some(client.streams == 1)
+        })
+    }
+
+    /// One stream fewer; `true` when it was the last (the idle clock starts).
+    pub(super) fn detach(&self, channel: &ChannelName, public: &PublicToken) -> bool {
+        let now = Timestamp::now();
+        self.with(channel, |c| {
+            let client = c.by_public.get_mut(public)?;
+            client.streams = client.streams.saturating_sub(1);
+            let last = client.streams == 0;
+            if last {
+                client.idle_since = Some(now);
+            }
+            Some(last)
+        })
+        .unwrap_or(false)
+    }
+
+    /// Removes and returns every client idle past its allowance.
+    pub(super) fn expire(&self) -> Vec<(ChannelName, ClientRecord)> {
+        let now = Timestamp::now();
+        let mut expired = Vec::new();
+        for mut shard in self.channels.each() {
+            for (channel, clients) in shard.iter_mut() {
+                let gone: Vec<PublicToken> = clients
+                    .by_public
+                    .values()
+                    .filter(|c| c.is_expired(now))
+                    .map(|c| c.public_token.clone())
+                    .collect();
+                for public in gone {
+                    if let Some(client) = clients.by_public.remove(&public) {
+                        clients.by_secret.remove(&client.private_token);
+                        expired.push((channel.clone(), client));
+                    }
+                }
+            }
+            shard.retain(|_, clients| !clients.by_public.is_empty());
+        }
+        expired
+    }
+
+    /// Whether the channel has any client (a store keeps such a channel).
+    pub(super) fn has_clients(&self, channel: &ChannelName) -> bool {
+        self.channels.lock(channel).contains_key(channel)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(public: &str, secret: &str, idle_seconds: u64) -> ClientRecord {
+        ClientRecord {
+            public_token: PublicToken::parse(public).unwrap(),
+            display_name: None,
+            private_token: secret.into(),
+            timeout_seconds: 60,
+            idle_seconds,
+            streams: 0,
+            idle_since: Some(Timestamp::now()),
+            registered_after: 0,
+        }
+    }
+
+    #[test]
+    fn register_attach_detach_expire() {
+        let registry = ClientRegistry::new();
+        let channel = ChannelName::parse("c").unwrap();
+        let alice = PublicToken::parse("alice").unwrap();
+        assert!(matches!(
+            registry.register(&channel, record("alice", "s1s1s1s1s1s1s1s1", 0)),
+            Registered::Created(_)
+        ));
+        assert!(matches!(
+            registry.register(&channel, record("alice", "s2s2s2s2s2s2s2s2", 0)),
+            Registered::Exists
+        ));
+        assert!(matches!(
+            registry.register(&channel, record("bob", "s1s1s1s1s1s1s1s1", 0)),
+            Registered::Exists
+        ));
+        assert_eq!(
+            registry.by_secret(&channel, "s1s1s1s1s1s1s1s1").unwrap().public_token,
+            alice
+        );
+        // Idle allowance 0: already expired, so a stream cannot attach.
+        assert_eq!(registry.attach(&channel, &alice), None);
+        assert_eq!(registry.expire().len(), 1);
+        assert!(!registry.has_clients(&channel));
+
+        registry.register(&channel, record("alice", "s1s1s1s1s1s1s1s1", 60));
+        assert_eq!(registry.attach(&channel, &alice), Some(true));
+        assert_eq!(registry.attach(&channel, &alice), Some(false));
+        assert!(!registry.detach(&channel, &alice));
+        assert!(registry.detach(&channel, &alice));
+        assert!(registry.expire().is_empty());
+    }
+}
