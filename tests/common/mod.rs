@@ -5,9 +5,15 @@
 //!   [`Frame`] per blank-line-terminated block (comments and `retry:` blocks included),
 //!   whatever the chunking, and reports the end of the body.
 //! - Schema checks against the very files of `protocol/` (through the library).
+//! - [`stores`]: one test body run against every store (`store_tests!`), and a
+//!   real `redis-server` per test.
 //!
 //! Every wait has a deadline: no test can hang.
 #![allow(dead_code)]
+
+#[macro_use]
+pub(crate) mod stores;
+pub(crate) use stores::*;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};
