@@ -1,32 +1,24 @@
 //! The one entry point: [`run`] serves the hub on a bound listener until the
 //! shutdown future completes, then stops gracefully.
 //!
-//! Connections are driven by hyper's HTTP/1 connection builder directly (not
-//! `warp::serve`), so the server owns every connection task: each runs under a
-//! [`TaskTracker`] and watches a [`CancellationToken`]. Shutdown is "signal,
-//! then wait": stop accepting, cancel the token (every SSE stream sends its last
-//! comment and ends; hyper finishes in-flight requests and closes idle
-//! keep-alive connections), then wait for the tracked tasks, at most the grace.
+//! The server owns every connection task (see `http::connection`: event
+//! streams are written directly, other requests go through hyper): each runs
+//! under a [`TaskTracker`] and watches a [`CancellationToken`]. Shutdown is
+//! "signal, then wait": stop accepting, cancel the token (every SSE stream
+//! sends its last comment and ends; hyper finishes in-flight requests and
+//! closes idle keep-alive connections), then wait for the tracked tasks, at
+//! most the grace.
 
-use std::convert::Infallible;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::Either;
-use futures::FutureExt;
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower_service::Service;
-use warp::reply::Response;
 
-use crate::access::Access;
 use crate::config::{Config, StoreChoice};
-use crate::http::{allowed_origin, decorate, internal_error, preflight, routes, Api};
+use crate::http::{routes, serve_connection, Api};
 use crate::hub::{Fanout, Hub, HubSettings};
 use crate::protocol::schema::{SchemaError, Schemas};
 use crate::store::{FileStore, MemoryStore, RedisStore, Retention, Store, StoreError};
@@ -40,9 +32,6 @@ const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 /// How often expired history is dropped and forgotten channels are released,
 /// in expiry ticks.
 const SWEEP_EVERY_TICKS: u32 = 30;
-
-/// A client that has not sent its request head after this long is dropped.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves until `shutdown` completes, then shuts down gracefully.
 ///
@@ -138,54 +127,6 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-async fn serve_connection<S>(stream: tokio::net::TcpStream, service: S, access: Arc<Access>, stop: CancellationToken)
-where
-    S: Service<hyper::Request<hyper::body::Incoming>, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
-    let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-        if let Some(answer) = preflight(&access, request.method(), request.headers()) {
-            return Either::Left(std::future::ready(Ok(answer)));
-        }
-        let origin = allowed_origin(&access, request.headers());
-        // A panic in a handler is a bug; answer it as one (500 `internal`, logged)
-        // instead of dropping the connection without a word.
-        let answer = AssertUnwindSafe(service.clone().call(request))
-            .catch_unwind()
-            .map(answer_panic);
-        Either::Right(answer.map(move |mut response| {
-            decorate(&mut response, origin);
-            Ok::<_, Infallible>(response)
-        }))
-    });
-    let connection = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        () = stop.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
-    };
-    if let Err(error) = result {
-        tracing::debug!(%error, "connection ended with an error");
-    }
-}
-
-fn answer_panic(result: std::thread::Result<Result<Response, Infallible>>) -> Response {
-    match result {
-        Ok(Ok(response)) => response,
-        Ok(Err(never)) => match never {},
-        Err(_) => {
-            tracing::error!("a request handler panicked");
-            internal_error()
-        }
-    }
 }
 
 /// Expires idle clients every second and sweeps history now and then.

@@ -156,6 +156,7 @@ export class Subscription {
     this.timer = null;
     this.openedAt = 0;
     this.sawTimeout = false;
+    this.afterGap = false;
     this.onOnline = () => {
       // Back from a network drop (laptop lid, Wi-Fi): do not wait out the backoff.
       if (this.timer !== null) this.reconnect();
@@ -227,10 +228,11 @@ export class Subscription {
         }
         const id = envelope.id || event.lastEventId;
         this.attempt = 0; // a message proves the stream healthy
-        if (alreadySeen(this.lastEventId, id)) {
+        if (!this.afterGap && alreadySeen(this.lastEventId, id)) {
           this.stats.duplicates += 1; // never hand the page the same message twice
           return;
         }
+        this.afterGap = false;
         this.lastEventId = id;
         storeLastEventId(this.storage, this.storageKey, id);
         this.stats.messages += 1;
@@ -251,6 +253,9 @@ export class Subscription {
     es.addEventListener(
       'gap',
       mine((event) => {
+        // The server goes on from what it still has (`resume_from`), which may sort
+        // before our last id (`unknown_id`): take the next message whatever its id.
+        this.afterGap = true;
         this.stats.gaps += 1;
         this.call('onGap', parse(event.data));
       }),

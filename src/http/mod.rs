@@ -2,6 +2,7 @@
 //! and how failures are answered ([`error`]).
 
 mod auth;
+mod connection;
 mod cors;
 mod error;
 mod filters;
@@ -14,8 +15,7 @@ use std::time::Duration;
 use crate::access::Access;
 use crate::hub::Hub;
 
-pub(crate) use cors::{allowed_origin, decorate, preflight};
-pub(crate) use error::internal_error;
+pub(crate) use connection::serve_connection;
 pub(crate) use filters::routes;
 
 /// What the handlers need: the hub and the request limits.

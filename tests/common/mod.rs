@@ -13,6 +13,8 @@
 
 #[macro_use]
 pub(crate) mod stores;
+// Not every test crate runs store-parameterised tests.
+#[allow(unused_imports)]
 pub(crate) use stores::*;
 
 use std::collections::BTreeSet;

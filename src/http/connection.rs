@@ -1,0 +1,349 @@
+//! One task per TCP connection, and what it costs to hold one open.
+//!
+//! An event stream is a long-lived response that only ever writes, so it is
+//! served here directly rather than through hyper's HTTP/1 connection, which
+//! keeps an 8 KiB read buffer and an 8 KiB header buffer for the life of every
+//! connection: that alone is more than we allow an idle subscriber. The task
+//! reads the request head into a small buffer; a `GET` of
+//! `/channels/{channel}/events` gets its response from the very same routes as
+//! every other request (so validation, credentials, CORS and errors are
+//! decided in one place), and the response is written straight to the socket:
+//! the head, then each chunk the stream yields, close-delimited
+//! (`Connection: close`, which EventSource and proxies handle, and which saves
+//! the chunked-encoding framing on every delivery). The head buffer is freed
+//! before the first frame. Anything else goes to hyper along with the bytes
+//! already read.
+
+use std::convert::Infallible;
+use std::io::Write as _;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures::FutureExt;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tower_service::Service;
+use warp::http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use warp::http::{Method, Request, Version};
+use warp::reply::Response;
+
+use super::cors::{allowed_origin, decorate, preflight};
+use super::error::internal_error;
+use crate::access::Access;
+
+/// A client that has not sent its request head after this long is dropped.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The largest request head read here; a larger one goes to hyper, which answers it.
+const HEAD_LIMIT: usize = 16 * 1024;
+
+/// Headers parsed here; a request with more goes to hyper.
+const MAX_HEADERS: usize = 64;
+
+/// What the start of a connection turned out to be.
+enum Head {
+    /// Closed (or silent past the timeout) before a request head arrived.
+    Closed,
+    /// A subscription, parsed, with nothing after its head.
+    Events(Box<Request<Empty<Bytes>>>),
+    /// Anything else, for hyper.
+    Other,
+}
+
+/// Serves one connection until it closes or the server stops.
+pub(crate) async fn serve_connection<S>(mut stream: TcpStream, service: S, access: Arc<Access>, stop: CancellationToken)
+where
+    S: Service<Request<Incoming>, Response = Response, Error = Infallible>
+        + Service<Request<Empty<Bytes>>, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    <S as Service<Request<Incoming>>>::Future: Send + 'static,
+    <S as Service<Request<Empty<Bytes>>>>::Future: Send + 'static,
+{
+    let mut head = BytesMut::with_capacity(1024);
+    let kind = tokio::select! {
+        kind = tokio::time::timeout(HEADER_READ_TIMEOUT, read_head(&mut stream, &mut head)) => {
+            kind.unwrap_or(Head::Closed)
+        }
+        () = stop.cancelled() => Head::Closed,
+    };
+    match kind {
+        Head::Closed => {}
+        Head::Events(request) => {
+            drop(head);
+            let mut service = service;
+            let response = respond(&mut service, &access, *request).await;
+            drop((service, access));
+            write_stream(stream, response).await;
+        }
+        // Boxed, so the many connections that stream do not carry the size of
+        // hyper's connection future in their own.
+        Head::Other => {
+            Box::pin(serve_with_hyper(
+                Rewind::new(head.freeze(), stream),
+                service,
+                access,
+                stop,
+            ))
+            .await
+        }
+    }
+}
+
+/// Reads until the request head is complete, and sorts it.
+async fn read_head(stream: &mut TcpStream, head: &mut BytesMut) -> Head {
+    loop {
+        if !head.is_empty() {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut parsed = httparse::Request::new(&mut headers);
+            match parsed.parse(head) {
+                Ok(httparse::Status::Complete(length)) => {
+                    // Bytes after the head (a body, a pipelined request) are hyper's business.
+                    if length != head.len() {
+                        return Head::Other;
+                    }
+                    return events_request(&parsed).map_or(Head::Other, |request| Head::Events(Box::new(request)));
+                }
+                Ok(httparse::Status::Partial) => {}
+                Err(_) => return Head::Other,
+            }
+            if head.len() >= HEAD_LIMIT {
+                return Head::Other;
+            }
+        }
+        head.reserve(1024);
+        match stream.read_buf(head).await {
+            Ok(0) | Err(_) if head.is_empty() => return Head::Closed,
+            Ok(0) | Err(_) => return Head::Other,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// The request, when it is a body-less `GET /channels/{channel}/events[?…]`.
+fn events_request(parsed: &httparse::Request<'_, '_>) -> Option<Request<Empty<Bytes>>> {
+    if parsed.method != Some("GET") {
+        return None;
+    }
+    let target = parsed.path?;
+    let path = target.split('?').next().unwrap_or(target);
+    let mut segments = path.strip_prefix('/')?.split('/');
+    let shape = (segments.next(), segments.next(), segments.next(), segments.next());
+    if !matches!(shape, (Some("channels"), Some(channel), Some("events"), None) if !channel.is_empty()) {
+        return None;
+    }
+    let version = match parsed.version {
+        Some(1) => Version::HTTP_11,
+        _ => Version::HTTP_10,
+    };
+    let mut request = Request::builder().method(Method::GET).uri(target).version(version);
+    for header in parsed.headers.iter() {
+        let name = header.name;
+        if name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("transfer-encoding") {
+            return None; // a body on a GET: let hyper deal with it
+        }
+        request = request.header(name, header.value);
+    }
+    request.body(Empty::new()).ok()
+}
+
+/// The answer to one request, as every connection gives it: a CORS preflight
+/// is answered here; everything else by the routes, with a panic answered as a
+/// 500 `internal` (logged) instead of a dropped connection, and the CORS
+/// headers of an allowed origin added.
+async fn respond<S, B>(service: &mut S, access: &Access, request: Request<B>) -> Response
+where
+    S: Service<Request<B>, Response = Response, Error = Infallible>,
+{
+    if let Some(answer) = preflight(access, request.method(), request.headers()) {
+        return answer;
+    }
+    let origin = allowed_origin(access, request.headers());
+    let mut response = match AssertUnwindSafe(service.call(request)).catch_unwind().await {
+        Ok(Ok(response)) => response,
+        Ok(Err(never)) => match never {},
+        Err(_) => {
+            tracing::error!("a request handler panicked");
+            internal_error()
+        }
+    };
+    decorate(&mut response, origin);
+    response
+}
+
+/// Writes a response to a subscription: its head, then its body as the stream
+/// yields it, until the stream ends or the client goes away.
+async fn write_stream(mut stream: TcpStream, response: Response) {
+    let (parts, body) = response.into_parts();
+    let mut head = Vec::with_capacity(256);
+    let reason = parts.status.canonical_reason().unwrap_or("");
+    let _ = write!(head, "HTTP/1.1 {} {reason}\r\n", parts.status.as_u16());
+    for (name, value) in &parts.headers {
+        if name == CONNECTION || name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
+            continue;
+        }
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    if let Some(length) = http_body::Body::size_hint(&body).exact() {
+        let _ = write!(head, "content-length: {length}\r\n");
+    }
+    head.extend_from_slice(b"connection: close\r\n\r\n");
+    if stream.write_all(&head).await.is_err() {
+        return;
+    }
+    drop(head);
+
+    let mut body = std::pin::pin!(body);
+    loop {
+        let step = tokio::select! {
+            frame = body.frame() => Some(frame),
+            () = client_gone(&stream) => None,
+        };
+        match step {
+            Some(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    if stream.write_all(&data).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Some(Some(Err(error))) => {
+                tracing::debug!(%error, "stream body failed");
+                break;
+            }
+            Some(None) | None => break,
+        }
+    }
+    let _ = stream.shutdown().await;
+}
+
+/// Completes when the client has closed its side. A subscriber sends nothing
+/// after its request, so anything it does send is read and dropped.
+async fn client_gone(stream: &TcpStream) {
+    let mut sink = [0u8; 64];
+    loop {
+        if stream.readable().await.is_err() {
+            return;
+        }
+        match stream.try_read(&mut sink) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Every other request: hyper's HTTP/1 connection, keep-alive and all.
+async fn serve_with_hyper<S>(io: Rewind, service: S, access: Arc<Access>, stop: CancellationToken)
+where
+    S: Service<Request<Incoming>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let (mut service, access) = (service.clone(), Arc::clone(&access));
+        async move { Ok::<_, Infallible>(respond(&mut service, &access, request).await) }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = stop.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%error, "connection ended with an error");
+    }
+}
+
+/// A connection whose first bytes were already read: they are read again first.
+struct Rewind {
+    prefix: Bytes,
+    stream: TcpStream,
+}
+
+impl Rewind {
+    fn new(prefix: Bytes, stream: TcpStream) -> Self {
+        Rewind { prefix, stream }
+    }
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sort(raw: &[u8]) -> Option<Request<Empty<Bytes>>> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut headers);
+        assert!(parsed.parse(raw).unwrap().is_complete());
+        events_request(&parsed)
+    }
+
+    #[test]
+    fn only_bodiless_event_gets_are_streamed_here() {
+        let request = sort(b"GET /channels/c/events?timeout=5 HTTP/1.1\r\nAccept: text/event-stream\r\n\r\n").unwrap();
+        assert_eq!(request.uri(), "/channels/c/events?timeout=5");
+        assert_eq!(request.headers()["accept"], "text/event-stream");
+        assert!(sort(b"POST /channels/c/events HTTP/1.1\r\n\r\n").is_none());
+        assert!(sort(b"GET /channels/c/messages HTTP/1.1\r\n\r\n").is_none());
+        assert!(sort(b"GET /channels//events HTTP/1.1\r\n\r\n").is_none());
+        assert!(sort(b"GET /channels/c/events/x HTTP/1.1\r\n\r\n").is_none());
+        assert!(sort(b"GET /channels/c/events HTTP/1.1\r\nContent-Length: 3\r\n\r\n").is_none());
+    }
+}
