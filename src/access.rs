@@ -152,14 +152,33 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Parsing never fails, so a rejected key is never echoed back in a usage
+/// error; [`Secret::check`] says what is wrong without repeating it.
 impl FromStr for Secret {
-    type Err = String;
+    type Err = std::convert::Infallible;
 
-    fn from_str(s: &str) -> Result<Self, String> {
-        if s.trim().len() < 16 {
-            return Err("a publisher key must be at least 16 characters".into());
-        }
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
         Ok(Secret(s.trim().to_owned()))
+    }
+}
+
+impl Secret {
+    /// Shortest publisher key accepted.
+    pub const MIN_LEN: usize = 16;
+
+    /// Whether it is long enough to be a publisher key.
+    ///
+    /// # Errors
+    /// A message that does not contain the key.
+    pub fn check(&self) -> Result<(), String> {
+        if self.0.len() < Self::MIN_LEN {
+            return Err(format!(
+                "a publisher key must be at least {} characters (a {}-character one was given)",
+                Self::MIN_LEN,
+                self.0.len()
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -259,6 +278,7 @@ mod tests {
         assert!(access.is_publisher_key("0123456789abcdef"));
         assert!(!access.is_publisher_key("0123456789abcdeF"));
         assert!(!access.is_publisher_key(""));
-        assert!("short".parse::<Secret>().is_err());
+        let short: Secret = "short-key".parse().unwrap();
+        assert!(short.check().is_err() && !short.check().unwrap_err().contains("short-key"));
     }
 }

@@ -200,6 +200,10 @@ impl Config {
     /// An unreadable or invalid keys file, or no key on a non-loopback address
     /// without `--allow-open`.
     pub fn access(&self) -> Result<Access, String> {
+        for key in &self.publisher_keys {
+            key.check()
+                .map_err(|e| format!("--publisher-key / SSEHUB_PUBLISHER_KEYS: {e}"))?;
+        }
         let mut keys = self.publisher_keys.clone();
         if let Some(path) = &self.publisher_keys_file {
             let text = std::fs::read_to_string(path)
@@ -207,10 +211,10 @@ impl Config {
             for (number, line) in text.lines().enumerate() {
                 let line = line.split('#').next().unwrap_or("").trim();
                 if !line.is_empty() {
-                    keys.push(
-                        line.parse()
-                            .map_err(|e| format!("{}:{}: {e}", path.display(), number + 1))?,
-                    );
+                    let key: Secret = line.parse().unwrap_or_else(|never| match never {});
+                    key.check()
+                        .map_err(|e| format!("{}:{}: {e}", path.display(), number + 1))?;
+                    keys.push(key);
                 }
             }
         }

@@ -15,6 +15,10 @@ use serde_json::Value;
 /// Base URI of every schema's `$id`; relative `$ref`s between files resolve against it.
 const BASE: &str = "https://ssehub.dev/protocol/";
 
+/// Where instances carry secrets (a registration's private token, a stream's
+/// `token` query parameter): violations there never quote the value.
+const SECRETS: &[&str] = &["/private_token", "/token"];
+
 /// One entry of [`FILES`]: the kind, the file name, and the file's text.
 macro_rules! schema_file {
     ($kind:ident, $name:literal) => {
@@ -206,14 +210,20 @@ impl Schemas {
         let mut violations: Vec<Violation> = Vec::new();
         for error in validator.iter_errors(instance) {
             let pointer = error.instance_path().as_str();
+            // A secret that fails its schema must not be echoed back (or logged).
+            let message = if SECRETS.contains(&pointer) {
+                error.masked().to_string()
+            } else {
+                error.to_string()
+            };
             match violations.iter_mut().find(|v| v.pointer == pointer) {
                 Some(existing) => {
                     existing.message.push_str("; ");
-                    existing.message.push_str(&error.to_string());
+                    existing.message.push_str(&message);
                 }
                 None => violations.push(Violation {
                     pointer: pointer.to_owned(),
-                    message: error.to_string(),
+                    message,
                 }),
             }
         }
@@ -248,6 +258,20 @@ mod tests {
             .validate(SchemaKind::SendRequest, &json!({"name": "ok", "contents": 1, "x": 2}))
             .unwrap_err();
         assert_eq!(errors[0].pointer, "");
+    }
+
+    #[test]
+    fn secrets_are_not_quoted_in_violations() {
+        let schemas = Schemas::get();
+        let registration = json!({"public_token": "a", "private_token": "s3cret with spaces"});
+        let errors = schemas
+            .validate(SchemaKind::ClientRegistration, &registration)
+            .unwrap_err();
+        assert_eq!(errors[0].pointer, "/private_token");
+        assert!(!errors[0].message.contains("s3cret"), "{}", errors[0].message);
+        let query = json!({"token": "x".repeat(300)});
+        let errors = schemas.validate(SchemaKind::SubscribeQuery, &query).unwrap_err();
+        assert!(!errors[0].message.contains("xxxx"), "{}", errors[0].message);
     }
 
     #[test]
