@@ -49,183 +49,172 @@ async fn expect_gap(stream: &mut SseStream, channel: &str, after: &str, resume_f
     assert_eq!(gap["reason"], reason, "gap {gap}");
 }
 
-#[tokio::test]
-async fn resume_with_last_event_id_header() {
-    let server = TestServer::start(&[]);
-    let ids = send_n(&server, "r", 5).await;
-    let mut stream = server
-        .subscribe("r", "", &[("accept", "text/event-stream"), ("last-event-id", &ids[1])])
-        .await;
-    expect_contents(&mut stream, 3..=5).await;
-    expect_live_next(&server, &mut stream, "r").await;
-}
+store_tests! {
+    async fn resume_with_last_event_id_header(backend) {
+        let server = backend.start(&[]);
+        let ids = send_n(&server, "r", 5).await;
+        let mut stream = server
+            .subscribe("r", "", &[("accept", "text/event-stream"), ("last-event-id", &ids[1])])
+            .await;
+        expect_contents(&mut stream, 3..=5).await;
+        expect_live_next(&server, &mut stream, "r").await;
+    }
 
-#[tokio::test]
-async fn resume_with_last_event_id_query() {
-    let server = TestServer::start(&[]);
-    let ids = send_n(&server, "r", 5).await;
-    let mut stream = server.subscribe("r", &format!("?lastEventId={}", ids[2]), SSE).await;
-    expect_contents(&mut stream, 4..=5).await;
-    expect_live_next(&server, &mut stream, "r").await;
-}
+    async fn resume_with_last_event_id_query(backend) {
+        let server = backend.start(&[]);
+        let ids = send_n(&server, "r", 5).await;
+        let mut stream = server.subscribe("r", &format!("?lastEventId={}", ids[2]), SSE).await;
+        expect_contents(&mut stream, 4..=5).await;
+        expect_live_next(&server, &mut stream, "r").await;
+    }
 
-#[tokio::test]
-async fn header_wins_over_query() {
-    let server = TestServer::start(&[]);
-    let ids = send_n(&server, "r", 5).await;
-    let mut stream = server
-        .subscribe(
-            "r",
-            &format!("?lastEventId={}", ids[0]),
-            &[("accept", "text/event-stream"), ("last-event-id", &ids[3])],
-        )
-        .await;
-    expect_contents(&mut stream, 5..=5).await;
-    expect_live_next(&server, &mut stream, "r").await;
-}
+    async fn header_wins_over_query(backend) {
+        let server = backend.start(&[]);
+        let ids = send_n(&server, "r", 5).await;
+        let mut stream = server
+            .subscribe(
+                "r",
+                &format!("?lastEventId={}", ids[0]),
+                &[("accept", "text/event-stream"), ("last-event-id", &ids[3])],
+            )
+            .await;
+        expect_contents(&mut stream, 5..=5).await;
+        expect_live_next(&server, &mut stream, "r").await;
+    }
 
-#[tokio::test]
-async fn other_query_parameters_are_ignored() {
-    let server = TestServer::start(&[]);
-    let ids = send_n(&server, "r", 3).await;
-    let mut stream = server
-        .subscribe("r", &format!("?foo=bar&lastEventId={}&x=1", ids[0]), SSE)
-        .await;
-    expect_contents(&mut stream, 2..=3).await;
-}
+    async fn other_query_parameters_are_ignored(backend) {
+        let server = backend.start(&[]);
+        let ids = send_n(&server, "r", 3).await;
+        let mut stream = server
+            .subscribe("r", &format!("?foo=bar&lastEventId={}&x=1", ids[0]), SSE)
+            .await;
+        expect_contents(&mut stream, 2..=3).await;
+    }
 
-#[tokio::test]
-async fn resume_at_the_latest_id_replays_nothing() {
-    let server = TestServer::start(&[]);
-    let ids = send_n(&server, "r", 3).await;
-    let mut stream = server.subscribe("r", "", &[("last-event-id", &ids[2])]).await;
-    expect_live_next(&server, &mut stream, "r").await;
-}
+    async fn resume_at_the_latest_id_replays_nothing(backend) {
+        let server = backend.start(&[]);
+        let ids = send_n(&server, "r", 3).await;
+        let mut stream = server.subscribe("r", "", &[("last-event-id", &ids[2])]).await;
+        expect_live_next(&server, &mut stream, "r").await;
+    }
 
-#[tokio::test]
-async fn no_resume_position_means_live_only() {
-    let server = TestServer::start(&[]);
-    send_n(&server, "r", 3).await;
-    let mut stream = server.subscribe("r", "", SSE).await;
-    expect_live_next(&server, &mut stream, "r").await;
-}
+    async fn no_resume_position_means_live_only(backend) {
+        let server = backend.start(&[]);
+        send_n(&server, "r", 3).await;
+        let mut stream = server.subscribe("r", "", SSE).await;
+        expect_live_next(&server, &mut stream, "r").await;
+    }
 
-#[tokio::test]
-async fn gap_when_the_id_is_older_than_history() {
-    let server = TestServer::start(&["--history-size", "5"]);
-    let ids = send_n(&server, "h", 10).await;
-    let info = server.channel_info("h").await;
-    assert_eq!(info["first_id"], ids[5]);
-    assert_eq!(info["history_size"], 5);
+    async fn gap_when_the_id_is_older_than_history(backend) {
+        let server = backend.start(&["--history-size", "5"]);
+        let ids = send_n(&server, "h", 10).await;
+        let info = server.channel_info("h").await;
+        assert_eq!(info["first_id"], ids[5]);
+        assert_eq!(info["history_size"], 5);
 
-    // id 2: messages 3..=5 are gone.
-    let mut stream = server
-        .subscribe("h", "", &[("accept", "text/event-stream"), ("last-event-id", &ids[1])])
-        .await;
-    expect_gap(&mut stream, "h", &ids[1], Some(&ids[5]), "before_history").await;
-    expect_contents(&mut stream, 6..=10).await;
+        // id 2: messages 3..=5 are gone.
+        let mut stream = server
+            .subscribe("h", "", &[("accept", "text/event-stream"), ("last-event-id", &ids[1])])
+            .await;
+        expect_gap(&mut stream, "h", &ids[1], Some(&ids[5]), "before_history").await;
+        expect_contents(&mut stream, 6..=10).await;
 
-    // Same through the query parameter.
-    let mut by_query = server.subscribe("h", &format!("?lastEventId={}", ids[3]), SSE).await;
-    expect_gap(&mut by_query, "h", &ids[3], Some(&ids[5]), "before_history").await;
-    expect_contents(&mut by_query, 6..=10).await;
+        // Same through the query parameter.
+        let mut by_query = server.subscribe("h", &format!("?lastEventId={}", ids[3]), SSE).await;
+        expect_gap(&mut by_query, "h", &ids[3], Some(&ids[5]), "before_history").await;
+        expect_contents(&mut by_query, 6..=10).await;
 
-    // Both go on live.
-    let marker = server.send_id("h", json!("marker")).await;
-    assert_eq!(stream.expect_message(READ).await["id"], marker);
-    assert_eq!(by_query.expect_message(READ).await["id"], marker);
-}
+        // Both go on live.
+        let marker = server.send_id("h", json!("marker")).await;
+        assert_eq!(stream.expect_message(READ).await["id"], marker);
+        assert_eq!(by_query.expect_message(READ).await["id"], marker);
+    }
 
-#[tokio::test]
-async fn no_gap_when_the_next_message_is_still_retained() {
-    let server = TestServer::start(&["--history-size", "5"]);
-    let ids = send_n(&server, "h", 10).await;
-    // id 5 itself is evicted but everything after it (6..=10) is retained: nothing is lost.
-    let mut stream = server.subscribe("h", "", &[("last-event-id", &ids[4])]).await;
-    expect_contents(&mut stream, 6..=10).await;
-    expect_live_next(&server, &mut stream, "h").await;
-}
+    async fn no_gap_when_the_next_message_is_still_retained(backend) {
+        let server = backend.start(&["--history-size", "5"]);
+        let ids = send_n(&server, "h", 10).await;
+        // id 5 itself is evicted but everything after it (6..=10) is retained: nothing is lost.
+        let mut stream = server.subscribe("h", "", &[("last-event-id", &ids[4])]).await;
+        expect_contents(&mut stream, 6..=10).await;
+        expect_live_next(&server, &mut stream, "h").await;
+    }
 
-#[tokio::test]
-async fn gap_for_an_unknown_id_of_this_epoch() {
-    let server = TestServer::start(&["--history-size", "5"]);
-    let ids = send_n(&server, "u", 10).await;
-    let beyond = format!("{}-999", epoch_of(&ids[0]));
-    let mut stream = server.subscribe("u", "", &[("last-event-id", &beyond)]).await;
-    expect_gap(&mut stream, "u", &beyond, Some(&ids[5]), "unknown_id").await;
-    expect_contents(&mut stream, 6..=10).await;
-    expect_live_next(&server, &mut stream, "u").await;
-}
+    async fn gap_for_an_unknown_id_of_this_epoch(backend) {
+        let server = backend.start(&["--history-size", "5"]);
+        let ids = send_n(&server, "u", 10).await;
+        let beyond = format!("{}-999", epoch_of(&ids[0]));
+        let mut stream = server.subscribe("u", "", &[("last-event-id", &beyond)]).await;
+        expect_gap(&mut stream, "u", &beyond, Some(&ids[5]), "unknown_id").await;
+        expect_contents(&mut stream, 6..=10).await;
+        expect_live_next(&server, &mut stream, "u").await;
+    }
 
-#[tokio::test]
-async fn gap_for_a_garbage_id() {
-    let server = TestServer::start(&["--history-size", "5"]);
-    let ids = send_n(&server, "g", 10).await;
-    let leading_zero = format!("{}-01", epoch_of(&ids[0]));
-    for garbage in ["hello", "0-0", "zzzzzzzz-1", "1", leading_zero.as_str()] {
-        let mut stream = server.subscribe("g", "", &[("last-event-id", garbage)]).await;
-        expect_gap(&mut stream, "g", garbage, Some(&ids[5]), "unknown_id").await;
+    async fn gap_for_a_garbage_id(backend) {
+        let server = backend.start(&["--history-size", "5"]);
+        let ids = send_n(&server, "g", 10).await;
+        let leading_zero = format!("{}-01", epoch_of(&ids[0]));
+        for garbage in ["hello", "0-0", "zzzzzzzz-1", "1", leading_zero.as_str()] {
+            let mut stream = server.subscribe("g", "", &[("last-event-id", garbage)]).await;
+            expect_gap(&mut stream, "g", garbage, Some(&ids[5]), "unknown_id").await;
+            expect_contents(&mut stream, 6..=10).await;
+        }
+        // Through the query parameter too.
+        let mut stream = server.subscribe("g", "?lastEventId=hello", SSE).await;
+        expect_gap(&mut stream, "g", "hello", Some(&ids[5]), "unknown_id").await;
         expect_contents(&mut stream, 6..=10).await;
     }
-    // Through the query parameter too.
-    let mut stream = server.subscribe("g", "?lastEventId=hello", SSE).await;
-    expect_gap(&mut stream, "g", "hello", Some(&ids[5]), "unknown_id").await;
-    expect_contents(&mut stream, 6..=10).await;
-}
 
-#[tokio::test]
-async fn gap_for_an_id_of_another_epoch() {
-    let server = TestServer::start(&["--history-size", "5"]);
-    let ids = send_n(&server, "e", 10).await;
-    let foreign = format!("{}-3", other_epoch(&epoch_of(&ids[0])));
-    let mut stream = server.subscribe("e", "", &[("last-event-id", &foreign)]).await;
-    expect_gap(&mut stream, "e", &foreign, Some(&ids[5]), "other_epoch").await;
-    expect_contents(&mut stream, 6..=10).await;
-    expect_live_next(&server, &mut stream, "e").await;
-}
+    async fn gap_for_an_id_of_another_epoch(backend) {
+        let server = backend.start(&["--history-size", "5"]);
+        let ids = send_n(&server, "e", 10).await;
+        let foreign = format!("{}-3", other_epoch(&epoch_of(&ids[0])));
+        let mut stream = server.subscribe("e", "", &[("last-event-id", &foreign)]).await;
+        expect_gap(&mut stream, "e", &foreign, Some(&ids[5]), "other_epoch").await;
+        expect_contents(&mut stream, 6..=10).await;
+        expect_live_next(&server, &mut stream, "e").await;
+    }
 
-#[tokio::test]
-async fn gap_on_an_empty_channel_goes_on_live() {
-    // The server restarted: the client's id is from another epoch and nothing is retained.
-    let server = TestServer::start(&[]);
-    let epoch = epoch_of(&server.send_id("other", json!(0)).await);
-    let foreign = format!("{}-42", other_epoch(&epoch));
-    let mut stream = server.subscribe("empty", "", &[("last-event-id", &foreign)]).await;
-    expect_gap(&mut stream, "empty", &foreign, None, "other_epoch").await;
-    expect_live_next(&server, &mut stream, "empty").await;
+    async fn gap_on_an_empty_channel_goes_on_live(backend) {
+        // The server restarted: the client's id is from another epoch and nothing is retained.
+        let server = backend.start(&[]);
+        let epoch = epoch_of(&server.send_id("other", json!(0)).await);
+        let foreign = format!("{}-42", other_epoch(&epoch));
+        let mut stream = server.subscribe("empty", "", &[("last-event-id", &foreign)]).await;
+        expect_gap(&mut stream, "empty", &foreign, None, "other_epoch").await;
+        expect_live_next(&server, &mut stream, "empty").await;
 
-    let mut stream = server.subscribe("empty2", "", &[("last-event-id", "garbage")]).await;
-    expect_gap(&mut stream, "empty2", "garbage", None, "unknown_id").await;
-    expect_live_next(&server, &mut stream, "empty2").await;
-}
+        let mut stream = server.subscribe("empty2", "", &[("last-event-id", "garbage")]).await;
+        expect_gap(&mut stream, "empty2", "garbage", None, "unknown_id").await;
+        expect_live_next(&server, &mut stream, "empty2").await;
+    }
 
-#[tokio::test]
-async fn gap_when_history_expired_by_age() {
-    let server = TestServer::start(&["--history-age", "1"]);
-    let ids = send_n(&server, "old", 2).await;
-    // Wait (bounded) until both messages are past their age.
-    let end = tokio::time::Instant::now() + Duration::from_secs(5);
-    let info = loop {
-        let info = server.channel_info("old").await;
-        if info["history_size"] == 0 {
-            break info;
-        }
-        assert!(tokio::time::Instant::now() < end, "history never expired: {info}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert_eq!(info["first_id"], Value::Null, "{info}");
-    assert_eq!(info["last_id"], ids[1], "the last id is still known: {info}");
+    async fn gap_when_history_expired_by_age(backend) {
+        let server = backend.start(&["--history-age", "1"]);
+        let ids = send_n(&server, "old", 2).await;
+        // Wait (bounded) until both messages are past their age.
+        let end = tokio::time::Instant::now() + Duration::from_secs(5);
+        let info = loop {
+            let info = server.channel_info("old").await;
+            if info["history_size"] == 0 {
+                break info;
+            }
+            assert!(tokio::time::Instant::now() < end, "history never expired: {info}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(info["first_id"], Value::Null, "{info}");
+        assert_eq!(info["last_id"], ids[1], "the last id is still known: {info}");
 
-    // Message 2 is gone: a gap, nothing to replay, then live.
-    let mut stream = server.subscribe("old", "", &[("last-event-id", &ids[0])]).await;
-    expect_gap(&mut stream, "old", &ids[0], None, "before_history").await;
-    let next = server.send_id("old", json!(3)).await;
-    assert_eq!(seq_of(&next), 3, "seq goes on after expiry");
-    assert_eq!(stream.expect_message(READ).await["id"], next);
+        // Message 2 is gone: a gap, nothing to replay, then live.
+        let mut stream = server.subscribe("old", "", &[("last-event-id", &ids[0])]).await;
+        expect_gap(&mut stream, "old", &ids[0], None, "before_history").await;
+        let next = server.send_id("old", json!(3)).await;
+        assert_eq!(seq_of(&next), 3, "seq goes on after expiry");
+        assert_eq!(stream.expect_message(READ).await["id"], next);
 
-    // Resuming at the last id loses nothing: no gap.
-    let mut stream = server.subscribe("old", "", &[("last-event-id", &next)]).await;
-    expect_live_next(&server, &mut stream, "old").await;
+        // Resuming at the last id loses nothing: no gap.
+        let mut stream = server.subscribe("old", "", &[("last-event-id", &next)]).await;
+        expect_live_next(&server, &mut stream, "old").await;
+    }
 }
 
 #[tokio::test]
@@ -289,112 +278,113 @@ async fn seam_subscriber(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn replay_live_seam_under_concurrent_publishing() {
-    const N: u64 = 500;
-    const CHANNEL: &str = "seam";
-    let server = TestServer::start(&[]);
-    let base = server.url("");
+store_tests! {
+    async fn replay_live_seam_under_concurrent_publishing(backend) {
+        const N: u64 = 500;
+        const CHANNEL: &str = "seam";
+        let server = backend.start(&[]);
+        let base = server.url("");
 
-    // Subscribers present from the start, each reconnecting every few messages.
-    let mut subscribers = Vec::new();
-    for (k, every) in [7usize, 19, 31, 53, 97, 1000].into_iter().enumerate() {
-        let stream = server.subscribe(CHANNEL, "", SSE).await;
-        subscribers.push((
-            1u64,
-            tokio::spawn(seam_subscriber(
-                base.clone(),
-                CHANNEL,
-                stream,
-                None,
-                every,
-                k % 2 == 1,
-                N,
-            )),
-        ));
-    }
+        // Subscribers present from the start, each reconnecting every few messages.
+        let mut subscribers = Vec::new();
+        for (k, every) in [7usize, 19, 31, 53, 97, 1000].into_iter().enumerate() {
+            let stream = server.subscribe(CHANNEL, "", SSE).await;
+            subscribers.push((
+                1u64,
+                tokio::spawn(seam_subscriber(
+                    base.clone(),
+                    CHANNEL,
+                    stream,
+                    None,
+                    every,
+                    k % 2 == 1,
+                    N,
+                )),
+            ));
+        }
 
-    // The publisher reports each id as it gets it.
-    let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let publisher = tokio::spawn({
-        let client = server.client().clone();
-        let url = server.url(&format!("/channels/{CHANNEL}/messages"));
-        async move {
-            for i in 1..=N {
-                let body = json!({"name": "seam", "contents": {"i": i}});
-                let response = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(body.to_string())
-                    .timeout(REQUEST)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(response.status(), 201);
-                let value: Value = response.json().await.unwrap();
-                let id = value["id"].as_str().unwrap().to_owned();
-                assert_eq!(seq_of(&id), i);
-                let _ = progress_tx.send(id);
+        // The publisher reports each id as it gets it.
+        let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let publisher = tokio::spawn({
+            let client = server.client().clone();
+            let url = server.url(&format!("/channels/{CHANNEL}/messages"));
+            async move {
+                for i in 1..=N {
+                    let body = json!({"name": "seam", "contents": {"i": i}});
+                    let response = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(body.to_string())
+                        .timeout(REQUEST)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(response.status(), 201);
+                    let value: Value = response.json().await.unwrap();
+                    let id = value["id"].as_str().unwrap().to_owned();
+                    assert_eq!(seq_of(&id), i);
+                    let _ = progress_tx.send(id);
+                }
             }
-        }
-    });
+        });
 
-    // Late joiners: connect mid-way with an earlier id (a page reload / reconnect).
-    let mut published = Vec::new();
-    for (at, resume_index, every, by_query) in [
-        (50usize, 0usize, 23usize, false),
-        (120, 100, 41, true),
-        (200, 199, 1000, false),
-        (300, 10, 67, true),
-    ] {
-        while published.len() < at {
-            let id = tokio::time::timeout(Duration::from_secs(10), progress_rx.recv())
-                .await
-                .expect("publisher progress")
-                .expect("publisher alive");
-            published.push(id);
+        // Late joiners: connect mid-way with an earlier id (a page reload / reconnect).
+        let mut published = Vec::new();
+        for (at, resume_index, every, by_query) in [
+            (50usize, 0usize, 23usize, false),
+            (120, 100, 41, true),
+            (200, 199, 1000, false),
+            (300, 10, 67, true),
+        ] {
+            while published.len() < at {
+                let id = tokio::time::timeout(Duration::from_secs(10), progress_rx.recv())
+                    .await
+                    .expect("publisher progress")
+                    .expect("publisher alive");
+                published.push(id);
+            }
+            let resume: String = published[resume_index].clone();
+            let query = if by_query {
+                format!("?lastEventId={resume}")
+            } else {
+                String::new()
+            };
+            let headers: Vec<(&str, &str)> = if by_query {
+                vec![("accept", "text/event-stream")]
+            } else {
+                vec![("accept", "text/event-stream"), ("last-event-id", &resume)]
+            };
+            let stream = server.subscribe(CHANNEL, &query, &headers).await;
+            subscribers.push((
+                resume_index as u64 + 2,
+                tokio::spawn(seam_subscriber(
+                    base.clone(),
+                    CHANNEL,
+                    stream,
+                    Some(resume.clone()),
+                    every,
+                    by_query,
+                    N,
+                )),
+            ));
         }
-        let resume: String = published[resume_index].clone();
-        let query = if by_query {
-            format!("?lastEventId={resume}")
-        } else {
-            String::new()
-        };
-        let headers: Vec<(&str, &str)> = if by_query {
-            vec![("accept", "text/event-stream")]
-        } else {
-            vec![("accept", "text/event-stream"), ("last-event-id", &resume)]
-        };
-        let stream = server.subscribe(CHANNEL, &query, &headers).await;
-        subscribers.push((
-            resume_index as u64 + 2,
-            tokio::spawn(seam_subscriber(
-                base.clone(),
-                CHANNEL,
-                stream,
-                Some(resume.clone()),
-                every,
-                by_query,
-                N,
-            )),
-        ));
-    }
 
-    tokio::time::timeout(Duration::from_secs(30), publisher)
-        .await
-        .expect("publisher finished in time")
-        .unwrap();
-    for (first, task) in subscribers {
-        let got = tokio::time::timeout(Duration::from_secs(30), task)
+        tokio::time::timeout(Duration::from_secs(30), publisher)
             .await
-            .expect("subscriber finished in time")
+            .expect("publisher finished in time")
             .unwrap();
-        let expected: Vec<u64> = (first..=N).collect();
-        assert_eq!(
-            got.len(),
-            expected.len(),
-            "subscriber from {first}: no duplicate, no hole"
-        );
-        assert_eq!(got, expected, "subscriber from {first}: in order");
+        for (first, task) in subscribers {
+            let got = tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("subscriber finished in time")
+                .unwrap();
+            let expected: Vec<u64> = (first..=N).collect();
+            assert_eq!(
+                got.len(),
+                expected.len(),
+                "subscriber from {first}: no duplicate, no hole"
+            );
+            assert_eq!(got, expected, "subscriber from {first}: in order");
+        }
     }
 }

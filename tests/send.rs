@@ -24,123 +24,117 @@ fn chunked(chunks: Vec<String>) -> reqwest::Body {
     reqwest::Body::wrap_stream(futures::stream::iter(items))
 }
 
-#[tokio::test]
-async fn send_returns_201_with_id_channel_time() {
-    let server = TestServer::start(&[]);
-    let first = server.send("orders", "order.created", json!({"id": 7})).await;
-    let second = server.send("orders", "order.paid", json!("x")).await;
-    let first_id = first["id"].as_str().unwrap();
-    let second_id = second["id"].as_str().unwrap();
-    assert_eq!(seq_of(first_id), 1);
-    assert_eq!(seq_of(second_id), 2);
-    assert_eq!(epoch_of(first_id), epoch_of(second_id));
-    assert!(first["time"].as_str().unwrap() <= second["time"].as_str().unwrap());
-}
-
-#[tokio::test]
-async fn send_response_is_json_201() {
-    let server = TestServer::start(&[]);
-    let response = server
-        .post_raw("c", Some("application/json"), r#"{"name":"a","contents":1}"#)
-        .await;
-    assert_eq!(response.status(), 201);
-    assert!(
-        header(response.headers(), "content-type").starts_with("application/json"),
-        "{:?}",
-        response.headers()
-    );
-}
-
-#[tokio::test]
-async fn any_json_contents_including_null() {
-    let server = TestServer::start(&[]);
-    for contents in [
-        json!(null),
-        json!(0),
-        json!(""),
-        json!([1, {"a": [null]}]),
-        json!({"deep": {"er": {"est": 1}}}),
-    ] {
-        server.send("any", "kind:a/b.c-d_e", contents).await;
+store_tests! {
+    async fn send_returns_201_with_id_channel_time(backend) {
+        let server = backend.start(&[]);
+        let first = server.send("orders", "order.created", json!({"id": 7})).await;
+        let second = server.send("orders", "order.paid", json!("x")).await;
+        let first_id = first["id"].as_str().unwrap();
+        let second_id = second["id"].as_str().unwrap();
+        assert_eq!(seq_of(first_id), 1);
+        assert_eq!(seq_of(second_id), 2);
+        assert_eq!(epoch_of(first_id), epoch_of(second_id));
+        assert!(first["time"].as_str().unwrap() <= second["time"].as_str().unwrap());
     }
-}
 
-#[tokio::test]
-async fn content_type_parameters_are_allowed() {
-    let server = TestServer::start(&[]);
-    let response = server
-        .post_raw(
-            "c",
-            Some("application/json; charset=utf-8"),
-            r#"{"name":"a","contents":1}"#,
-        )
-        .await;
-    assert_eq!(response.status(), 201);
-    validate(SchemaKind::SendResponse, &json_body(response).await);
-}
-
-#[tokio::test]
-async fn wrong_or_missing_content_type_is_415() {
-    let server = TestServer::start(&[]);
-    let body = r#"{"name":"a","contents":1}"#;
-    for content_type in [
-        Some("text/plain"),
-        Some("application/x-www-form-urlencoded"),
-        Some("application/jsonx"),
-        None,
-    ] {
-        let response = server.post_raw("c", content_type, body).await;
-        expect_error(response, 415, "unsupported_media_type").await;
+    async fn send_response_is_json_201(backend) {
+        let server = backend.start(&[]);
+        let response = server
+            .post_raw("c", Some("application/json"), r#"{"name":"a","contents":1}"#)
+            .await;
+        assert_eq!(response.status(), 201);
+        assert!(
+            header(response.headers(), "content-type").starts_with("application/json"),
+            "{:?}",
+            response.headers()
+        );
     }
-    assert_eq!(
-        server.channel_info("c").await["last_id"],
-        Value::Null,
-        "nothing was stored"
-    );
-}
 
-#[tokio::test]
-async fn body_limit_with_content_length() {
-    let server = TestServer::start(&["--body-limit", "100"]);
-    let response = server.post_raw("c", Some("application/json"), body_of_len(100)).await;
-    assert_eq!(response.status(), 201, "a body of exactly the limit is accepted");
-    let response = server.post_raw("c", Some("application/json"), body_of_len(101)).await;
-    expect_error(response, 413, "body_too_large").await;
-    let response = server.post_raw("c", Some("application/json"), body_of_len(5000)).await;
-    expect_error(response, 413, "body_too_large").await;
-}
+    async fn any_json_contents_including_null(backend) {
+        let server = backend.start(&[]);
+        for contents in [
+            json!(null),
+            json!(0),
+            json!(""),
+            json!([1, {"a": [null]}]),
+            json!({"deep": {"er": {"est": 1}}}),
+        ] {
+            server.send("any", "kind:a/b.c-d_e", contents).await;
+        }
+    }
 
-#[tokio::test]
-async fn default_body_limit_is_65536() {
-    let server = TestServer::start(&[]);
-    let response = server.post_raw("c", Some("application/json"), body_of_len(65536)).await;
-    assert_eq!(response.status(), 201);
-    let response = server.post_raw("c", Some("application/json"), body_of_len(65537)).await;
-    expect_error(response, 413, "body_too_large").await;
-}
+    async fn content_type_parameters_are_allowed(backend) {
+        let server = backend.start(&[]);
+        let response = server
+            .post_raw(
+                "c",
+                Some("application/json; charset=utf-8"),
+                r#"{"name":"a","contents":1}"#,
+            )
+            .await;
+        assert_eq!(response.status(), 201);
+        validate(SchemaKind::SendResponse, &json_body(response).await);
+    }
 
-#[tokio::test]
-async fn body_limit_with_chunked_body() {
-    let server = TestServer::start(&["--body-limit", "100"]);
-    // Under the limit, chunked: accepted.
-    let body = body_of_len(100);
-    let parts = vec![body[..30].to_owned(), body[30..70].to_owned(), body[70..].to_owned()];
-    let response = server.post_raw("c", Some("application/json"), chunked(parts)).await;
-    assert_eq!(response.status(), 201, "a chunked body within the limit is accepted");
-    // Over the limit, chunked: counted while read.
-    let body = body_of_len(300);
-    let parts = vec![
-        body[..100].to_owned(),
-        body[100..200].to_owned(),
-        body[200..].to_owned(),
-    ];
-    let response = server.post_raw("c", Some("application/json"), chunked(parts)).await;
-    expect_error(response, 413, "body_too_large").await;
-    assert_eq!(
-        server.channel_info("c").await["history_size"],
-        1,
-        "only the first body was stored"
-    );
+    async fn wrong_or_missing_content_type_is_415(backend) {
+        let server = backend.start(&[]);
+        let body = r#"{"name":"a","contents":1}"#;
+        for content_type in [
+            Some("text/plain"),
+            Some("application/x-www-form-urlencoded"),
+            Some("application/jsonx"),
+            None,
+        ] {
+            let response = server.post_raw("c", content_type, body).await;
+            expect_error(response, 415, "unsupported_media_type").await;
+        }
+        assert_eq!(
+            server.channel_info("c").await["last_id"],
+            Value::Null,
+            "nothing was stored"
+        );
+    }
+
+    async fn body_limit_with_content_length(backend) {
+        let server = backend.start(&["--body-limit", "100"]);
+        let response = server.post_raw("c", Some("application/json"), body_of_len(100)).await;
+        assert_eq!(response.status(), 201, "a body of exactly the limit is accepted");
+        let response = server.post_raw("c", Some("application/json"), body_of_len(101)).await;
+        expect_error(response, 413, "body_too_large").await;
+        let response = server.post_raw("c", Some("application/json"), body_of_len(5000)).await;
+        expect_error(response, 413, "body_too_large").await;
+    }
+
+    async fn default_body_limit_is_65536(backend) {
+        let server = backend.start(&[]);
+        let response = server.post_raw("c", Some("application/json"), body_of_len(65536)).await;
+        assert_eq!(response.status(), 201);
+        let response = server.post_raw("c", Some("application/json"), body_of_len(65537)).await;
+        expect_error(response, 413, "body_too_large").await;
+    }
+
+    async fn body_limit_with_chunked_body(backend) {
+        let server = backend.start(&["--body-limit", "100"]);
+        // Under the limit, chunked: accepted.
+        let body = body_of_len(100);
+        let parts = vec![body[..30].to_owned(), body[30..70].to_owned(), body[70..].to_owned()];
+        let response = server.post_raw("c", Some("application/json"), chunked(parts)).await;
+        assert_eq!(response.status(), 201, "a chunked body within the limit is accepted");
+        // Over the limit, chunked: counted while read.
+        let body = body_of_len(300);
+        let parts = vec![
+            body[..100].to_owned(),
+            body[100..200].to_owned(),
+            body[200..].to_owned(),
+        ];
+        let response = server.post_raw("c", Some("application/json"), chunked(parts)).await;
+        expect_error(response, 413, "body_too_large").await;
+        assert_eq!(
+            server.channel_info("c").await["history_size"],
+            1,
+            "only the first body was stored"
+        );
+    }
 }
 
 #[tokio::test]
@@ -189,13 +183,14 @@ async fn expect_violation(server: &TestServer, body: Value, expected: &[&str]) {
     }
 }
 
-#[tokio::test]
-async fn schema_violation_for_a_bad_name_points_at_name() {
-    let server = TestServer::start(&[]);
-    expect_violation(&server, json!({"name": "bad name!", "contents": 1}), &["/name"]).await;
-    expect_violation(&server, json!({"name": "", "contents": 1}), &["/name"]).await;
-    expect_violation(&server, json!({"name": "x".repeat(129), "contents": 1}), &["/name"]).await;
-    assert_eq!(server.channel_info("c").await["history_size"], 0, "nothing stored");
+store_tests! {
+    async fn schema_violation_for_a_bad_name_points_at_name(backend) {
+        let server = backend.start(&[]);
+        expect_violation(&server, json!({"name": "bad name!", "contents": 1}), &["/name"]).await;
+        expect_violation(&server, json!({"name": "", "contents": 1}), &["/name"]).await;
+        expect_violation(&server, json!({"name": "x".repeat(129), "contents": 1}), &["/name"]).await;
+        assert_eq!(server.channel_info("c").await["history_size"], 0, "nothing stored");
+    }
 }
 
 #[tokio::test]
@@ -232,23 +227,24 @@ async fn schema_violation_lists_each_failing_location_once() {
     expect_violation(&server, json!({"name": 5, "contents": 1}), &["/name"]).await;
 }
 
-#[tokio::test]
-async fn invalid_channel_is_400() {
-    let server = TestServer::start(&[]);
-    let body = r#"{"name":"a","contents":1}"#;
-    let too_long = "x".repeat(129);
-    for channel in [
-        ".dot-first",
-        ":colon-first",
-        "a%20b",
-        "%C3%A9t%C3%A9",
-        too_long.as_str(),
-    ] {
-        let response = server.post_raw(channel, Some("application/json"), body).await;
-        expect_error(response, 400, "invalid_channel").await;
+store_tests! {
+    async fn invalid_channel_is_400(backend) {
+        let server = backend.start(&[]);
+        let body = r#"{"name":"a","contents":1}"#;
+        let too_long = "x".repeat(129);
+        for channel in [
+            ".dot-first",
+            ":colon-first",
+            "a%20b",
+            "%C3%A9t%C3%A9",
+            too_long.as_str(),
+        ] {
+            let response = server.post_raw(channel, Some("application/json"), body).await;
+            expect_error(response, 400, "invalid_channel").await;
+        }
+        let longest = "x".repeat(128);
+        server.send(&longest, "a", json!(1)).await;
     }
-    let longest = "x".repeat(128);
-    server.send(&longest, "a", json!(1)).await;
 }
 
 #[tokio::test]

@@ -37,191 +37,186 @@ async fn sse_parser_handles_split_and_packed_chunks() {
     stream.expect_end(READ).await;
 }
 
-#[tokio::test]
-async fn stream_headers_and_preamble() {
-    let server = TestServer::start(&[]);
-    let mut stream = SseStream::connect(&server.url("/channels/news/events"), SSE).await;
-    assert_eq!(stream.status, 200);
-    assert!(
-        stream.header("content-type").starts_with("text/event-stream"),
-        "content-type {:?}",
-        stream.header("content-type")
-    );
-    assert_eq!(stream.header("cache-control"), "no-store");
-    assert_eq!(stream.header("x-accel-buffering"), "no");
-    // Flushed at once: it arrives although nothing was sent on the channel.
-    stream.expect_preamble(2000).await;
-    assert_eq!(
-        stream.received,
-        b"retry: 2000\n: ssehub stream open\n\n".to_vec(),
-        "exact preamble bytes, nothing more"
-    );
-}
-
-#[tokio::test]
-async fn preamble_without_accept_header_is_the_same() {
-    let server = TestServer::start(&[]);
-    let mut stream = SseStream::connect(&server.url("/channels/news/events"), NONE).await;
-    assert_eq!(stream.status, 200);
-    assert_eq!(stream.header("cache-control"), "no-store");
-    stream.expect_preamble(2000).await;
-}
-
-#[tokio::test]
-async fn retry_ms_flag_sets_the_retry_line() {
-    let server = TestServer::start(&["--retry-ms", "750"]);
-    let mut stream = SseStream::connect(&server.url("/channels/news/events"), SSE).await;
-    assert_eq!(stream.status, 200);
-    stream.expect_preamble(750).await;
-}
-
-#[tokio::test]
-async fn messages_are_envelopes_with_increasing_ids() {
-    let server = TestServer::start(&[]);
-    let mut stream = server.subscribe("room-1", "", SSE).await;
-    let contents = [
-        json!({"text": "hello", "n": [1, 2, 3], "nested": {"ok": true}}),
-        json!("line one\nline two\r\nand a \"quote\" and unicode \u{e9}\u{2028}\u{1F600}"),
-        json!(42.5),
-        json!(null),
-        json!([]),
-        json!(false),
-    ];
-    let mut sent = Vec::new();
-    for (i, value) in contents.iter().enumerate() {
-        let response = server.send("room-1", &format!("kind.{i}/x:y"), value.clone()).await;
-        sent.push(response);
-    }
-    let mut previous: Option<(String, u64)> = None;
-    for (i, value) in contents.iter().enumerate() {
-        let envelope = stream.expect_message(READ).await;
-        assert_eq!(envelope["id"], sent[i]["id"], "frame id = id returned by the send");
-        assert_eq!(
-            envelope["time"], sent[i]["time"],
-            "frame time = time returned by the send"
+store_tests! {
+    async fn stream_headers_and_preamble(backend) {
+        let server = backend.start(&[]);
+        let mut stream = SseStream::connect(&server.url("/channels/news/events"), SSE).await;
+        assert_eq!(stream.status, 200);
+        assert!(
+            stream.header("content-type").starts_with("text/event-stream"),
+            "content-type {:?}",
+            stream.header("content-type")
         );
-        assert_eq!(envelope["channel"], "room-1");
-        assert_eq!(envelope["name"], format!("kind.{i}/x:y"));
-        assert_eq!(&envelope["contents"], value, "contents delivered as sent");
-        let (epoch, seq) = parse_id(envelope["id"].as_str().unwrap());
-        match &previous {
-            None => assert_eq!(seq, 1, "a new channel starts at seq 1"),
-            Some((previous_epoch, previous_seq)) => {
-                assert_eq!(&epoch, previous_epoch, "one epoch per store");
-                assert_eq!(seq, previous_seq + 1, "seq +1 per message");
-            }
+        assert_eq!(stream.header("cache-control"), "no-store");
+        assert_eq!(stream.header("x-accel-buffering"), "no");
+        // Flushed at once: it arrives although nothing was sent on the channel.
+        stream.expect_preamble(2000).await;
+        assert_eq!(
+            stream.received,
+            b"retry: 2000\n: ssehub stream open\n\n".to_vec(),
+            "exact preamble bytes, nothing more"
+        );
+    }
+
+    async fn preamble_without_accept_header_is_the_same(backend) {
+        let server = backend.start(&[]);
+        let mut stream = SseStream::connect(&server.url("/channels/news/events"), NONE).await;
+        assert_eq!(stream.status, 200);
+        assert_eq!(stream.header("cache-control"), "no-store");
+        stream.expect_preamble(2000).await;
+    }
+
+    async fn retry_ms_flag_sets_the_retry_line(backend) {
+        let server = backend.start(&["--retry-ms", "750"]);
+        let mut stream = SseStream::connect(&server.url("/channels/news/events"), SSE).await;
+        assert_eq!(stream.status, 200);
+        stream.expect_preamble(750).await;
+    }
+
+    async fn messages_are_envelopes_with_increasing_ids(backend) {
+        let server = backend.start(&[]);
+        let mut stream = server.subscribe("room-1", "", SSE).await;
+        let contents = [
+            json!({"text": "hello", "n": [1, 2, 3], "nested": {"ok": true}}),
+            json!("line one\nline two\r\nand a \"quote\" and unicode \u{e9}\u{2028}\u{1F600}"),
+            json!(42.5),
+            json!(null),
+            json!([]),
+            json!(false),
+        ];
+        let mut sent = Vec::new();
+        for (i, value) in contents.iter().enumerate() {
+            let response = server.send("room-1", &format!("kind.{i}/x:y"), value.clone()).await;
+            sent.push(response);
         }
-        previous = Some((epoch, seq));
-    }
-}
-
-#[tokio::test]
-async fn many_messages_arrive_in_order_across_chunks() {
-    let server = TestServer::start(&[]);
-    let mut stream = server.subscribe("bulk", "", SSE).await;
-    let sender = tokio::spawn({
-        let client = server.client().clone();
-        let url = server.url("/channels/bulk/messages");
-        async move {
-            for i in 1..=300u64 {
-                let body = json!({"name": "bulk", "contents": {"i": i, "pad": "p".repeat((i % 7 * 300) as usize)}});
-                let response = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(body.to_string())
-                    .timeout(REQUEST)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(response.status(), 201);
+        let mut previous: Option<(String, u64)> = None;
+        for (i, value) in contents.iter().enumerate() {
+            let envelope = stream.expect_message(READ).await;
+            assert_eq!(envelope["id"], sent[i]["id"], "frame id = id returned by the send");
+            assert_eq!(
+                envelope["time"], sent[i]["time"],
+                "frame time = time returned by the send"
+            );
+            assert_eq!(envelope["channel"], "room-1");
+            assert_eq!(envelope["name"], format!("kind.{i}/x:y"));
+            assert_eq!(&envelope["contents"], value, "contents delivered as sent");
+            let (epoch, seq) = parse_id(envelope["id"].as_str().unwrap());
+            match &previous {
+                None => assert_eq!(seq, 1, "a new channel starts at seq 1"),
+                Some((previous_epoch, previous_seq)) => {
+                    assert_eq!(&epoch, previous_epoch, "one epoch per store");
+                    assert_eq!(seq, previous_seq + 1, "seq +1 per message");
+                }
             }
+            previous = Some((epoch, seq));
         }
-    });
-    for i in 1..=300u64 {
+    }
+
+    async fn many_messages_arrive_in_order_across_chunks(backend) {
+        let server = backend.start(&[]);
+        let mut stream = server.subscribe("bulk", "", SSE).await;
+        let sender = tokio::spawn({
+            let client = server.client().clone();
+            let url = server.url("/channels/bulk/messages");
+            async move {
+                for i in 1..=300u64 {
+                    let body = json!({"name": "bulk", "contents": {"i": i, "pad": "p".repeat((i % 7 * 300) as usize)}});
+                    let response = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(body.to_string())
+                        .timeout(REQUEST)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(response.status(), 201);
+                }
+            }
+        });
+        for i in 1..=300u64 {
+            let envelope = stream.expect_message(READ).await;
+            assert_eq!(seq_of(envelope["id"].as_str().unwrap()), i);
+            assert_eq!(envelope["contents"]["i"], i);
+        }
+        sender.await.unwrap();
+    }
+
+    async fn channels_are_isolated(backend) {
+        let server = backend.start(&[]);
+        let mut a = server.subscribe("alpha", "", SSE).await;
+        let mut b = server.subscribe("beta", "", SSE).await;
+        let a1 = server.send_id("alpha", json!("a1")).await;
+        let b1 = server.send_id("beta", json!("b1")).await;
+        let a2 = server.send_id("alpha", json!("a2")).await;
+        assert_eq!(seq_of(&a1), 1);
+        assert_eq!(seq_of(&a2), 2);
+        assert_eq!(seq_of(&b1), 1, "each channel has its own sequence");
+        assert_eq!(epoch_of(&a1), epoch_of(&b1), "one epoch per store");
+
+        let got: Vec<Value> = vec![a.expect_message(READ).await, a.expect_message(READ).await];
+        assert_eq!(got[0]["contents"], "a1");
+        assert_eq!(got[1]["contents"], "a2");
+        assert!(got.iter().all(|e| e["channel"] == "alpha"));
+
+        let envelope = b.expect_message(READ).await;
+        assert_eq!(envelope["contents"], "b1");
+        assert_eq!(envelope["channel"], "beta");
+        // Nothing of alpha leaked into beta: the next frame on beta is beta's next message.
+        server.send("beta", "marker", json!("b2")).await;
+        let envelope = b.expect_message(READ).await;
+        assert_eq!(envelope["contents"], "b2");
+        // And nothing of beta into alpha.
+        server.send("alpha", "marker", json!("a3")).await;
+        let envelope = a.expect_message(READ).await;
+        assert_eq!(envelope["contents"], "a3");
+    }
+
+    async fn two_subscribers_of_one_channel_both_get_every_message(backend) {
+        let server = backend.start(&[]);
+        let mut first = server.subscribe("shared", "", SSE).await;
+        let mut second = server.subscribe("shared", "", SSE).await;
+        for i in 0..5 {
+            server.send("shared", "n", json!(i)).await;
+        }
+        for i in 0..5 {
+            assert_eq!(first.expect_message(READ).await["contents"], i);
+            assert_eq!(second.expect_message(READ).await["contents"], i);
+        }
+    }
+
+    async fn unusual_but_valid_channel_names_work(backend) {
+        let server = backend.start(&[]);
+        let long = "x".repeat(128);
+        for channel in ["a.b:c-d_e", "-lead", "_x", "0", long.as_str()] {
+            let mut stream = server.subscribe(channel, "", SSE).await;
+            server.send(channel, "n", json!(channel)).await;
+            let envelope = stream.expect_message(READ).await;
+            assert_eq!(envelope["channel"], channel);
+        }
+    }
+
+    async fn heartbeats_while_idle(backend) {
+        let server = backend.start(&["--heartbeat", "1"]);
+        let mut stream = server.subscribe("quiet", "", SSE).await;
+        let started = tokio::time::Instant::now();
+        for _ in 0..2 {
+            let frame = stream.expect_frame(Duration::from_secs(3)).await;
+            assert_eq!(frame.raw, ":\n\n", "a heartbeat is exactly ':\\n\\n'");
+        }
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= Duration::from_millis(1500),
+            "two heartbeats at 1 s intervals came after {elapsed:?}"
+        );
+        // A message still flows after heartbeats.
+        server.send("quiet", "n", json!(1)).await;
         let envelope = stream.expect_message(READ).await;
-        assert_eq!(seq_of(envelope["id"].as_str().unwrap()), i);
-        assert_eq!(envelope["contents"]["i"], i);
-    }
-    sender.await.unwrap();
-}
-
-#[tokio::test]
-async fn channels_are_isolated() {
-    let server = TestServer::start(&[]);
-    let mut a = server.subscribe("alpha", "", SSE).await;
-    let mut b = server.subscribe("beta", "", SSE).await;
-    let a1 = server.send_id("alpha", json!("a1")).await;
-    let b1 = server.send_id("beta", json!("b1")).await;
-    let a2 = server.send_id("alpha", json!("a2")).await;
-    assert_eq!(seq_of(&a1), 1);
-    assert_eq!(seq_of(&a2), 2);
-    assert_eq!(seq_of(&b1), 1, "each channel has its own sequence");
-    assert_eq!(epoch_of(&a1), epoch_of(&b1), "one epoch per store");
-
-    let got: Vec<Value> = vec![a.expect_message(READ).await, a.expect_message(READ).await];
-    assert_eq!(got[0]["contents"], "a1");
-    assert_eq!(got[1]["contents"], "a2");
-    assert!(got.iter().all(|e| e["channel"] == "alpha"));
-
-    let envelope = b.expect_message(READ).await;
-    assert_eq!(envelope["contents"], "b1");
-    assert_eq!(envelope["channel"], "beta");
-    // Nothing of alpha leaked into beta: the next frame on beta is beta's next message.
-    server.send("beta", "marker", json!("b2")).await;
-    let envelope = b.expect_message(READ).await;
-    assert_eq!(envelope["contents"], "b2");
-    // And nothing of beta into alpha.
-    server.send("alpha", "marker", json!("a3")).await;
-    let envelope = a.expect_message(READ).await;
-    assert_eq!(envelope["contents"], "a3");
-}
-
-#[tokio::test]
-async fn two_subscribers_of_one_channel_both_get_every_message() {
-    let server = TestServer::start(&[]);
-    let mut first = server.subscribe("shared", "", SSE).await;
-    let mut second = server.subscribe("shared", "", SSE).await;
-    for i in 0..5 {
-        server.send("shared", "n", json!(i)).await;
-    }
-    for i in 0..5 {
-        assert_eq!(first.expect_message(READ).await["contents"], i);
-        assert_eq!(second.expect_message(READ).await["contents"], i);
+        assert_eq!(envelope["contents"], 1);
     }
 }
 
-#[tokio::test]
-async fn unusual_but_valid_channel_names_work() {
-    let server = TestServer::start(&[]);
-    let long = "x".repeat(128);
-    for channel in ["a.b:c-d_e", "-lead", "_x", "0", long.as_str()] {
-        let mut stream = server.subscribe(channel, "", SSE).await;
-        server.send(channel, "n", json!(channel)).await;
-        let envelope = stream.expect_message(READ).await;
-        assert_eq!(envelope["channel"], channel);
-    }
-}
-
-#[tokio::test]
-async fn heartbeats_while_idle() {
-    let server = TestServer::start(&["--heartbeat", "1"]);
-    let mut stream = server.subscribe("quiet", "", SSE).await;
-    let started = tokio::time::Instant::now();
-    for _ in 0..2 {
-        let frame = stream.expect_frame(Duration::from_secs(3)).await;
-        assert_eq!(frame.raw, ":\n\n", "a heartbeat is exactly ':\\n\\n'");
-    }
-    let elapsed = started.elapsed();
-    assert!(
-        elapsed >= Duration::from_millis(1500),
-        "two heartbeats at 1 s intervals came after {elapsed:?}"
-    );
-    // A message still flows after heartbeats.
-    server.send("quiet", "n", json!(1)).await;
-    let envelope = stream.expect_message(READ).await;
-    assert_eq!(envelope["contents"], 1);
-}
-
+// A pure timer test (nothing is sent): run once, on the default store. Heartbeats followed by
+// a message run on every store above.
 #[tokio::test]
 async fn no_heartbeat_before_the_interval() {
     let server = TestServer::start(&["--heartbeat", "3"]);

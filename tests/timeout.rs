@@ -29,6 +29,10 @@ async fn expect_failure(stream: &mut SseStream, code: &str) -> String {
     failure["message"].as_str().unwrap().to_owned()
 }
 
+// The stream timers (timeout frame, default timeout, heartbeats vs timeout) are the hub's own
+// and never store or read a message, so these wall-clock tests run once, on the default store;
+// everything where messages flow (postponing, reconnecting after a timeout) runs on every store.
+
 #[tokio::test]
 async fn timeout_frame_then_the_body_ends() {
     let server = TestServer::start(&[]);
@@ -75,53 +79,53 @@ async fn heartbeats_do_not_postpone_the_timeout() {
     );
 }
 
-#[tokio::test]
-async fn messages_postpone_the_timeout() {
-    let server = TestServer::start(&[]);
-    let mut stream = server.subscribe("t", "?timeout=2", SSE).await;
-    // A message every 0.5 s for 3 s: more than the timeout in total, never 2 s idle.
-    for i in 0..6 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        server.send("t", "tick", json!(i)).await;
-        let envelope = stream.expect_message(READ).await;
-        assert_eq!(envelope["contents"], i);
+store_tests! {
+    async fn messages_postpone_the_timeout(backend) {
+        let server = backend.start(&[]);
+        let mut stream = server.subscribe("t", "?timeout=2", SSE).await;
+        // A message every 0.5 s for 3 s: more than the timeout in total, never 2 s idle.
+        for i in 0..6 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            server.send("t", "tick", json!(i)).await;
+            let envelope = stream.expect_message(READ).await;
+            assert_eq!(envelope["contents"], i);
+        }
+        let last = tokio::time::Instant::now();
+        expect_timeout(&mut stream, "t", 2, Duration::from_secs(5)).await;
+        let idle = last.elapsed();
+        assert!(
+            idle >= Duration::from_millis(1800),
+            "timeout came {idle:?} after the last message"
+        );
     }
-    let last = tokio::time::Instant::now();
-    expect_timeout(&mut stream, "t", 2, Duration::from_secs(5)).await;
-    let idle = last.elapsed();
-    assert!(
-        idle >= Duration::from_millis(1800),
-        "timeout came {idle:?} after the last message"
-    );
-}
 
-#[tokio::test]
-async fn reconnecting_after_a_timeout_loses_nothing() {
-    let server = TestServer::start(&[]);
-    let mut stream = server.subscribe("t", "?timeout=1", SSE).await;
-    server.send("t", "n", json!(1)).await;
-    server.send("t", "n", json!(2)).await;
-    assert_eq!(stream.expect_message(READ).await["contents"], 1);
-    let last = stream.expect_message(READ).await;
-    assert_eq!(last["contents"], 2);
-    expect_timeout(&mut stream, "t", 1, Duration::from_secs(4)).await;
+    async fn reconnecting_after_a_timeout_loses_nothing(backend) {
+        let server = backend.start(&[]);
+        let mut stream = server.subscribe("t", "?timeout=1", SSE).await;
+        server.send("t", "n", json!(1)).await;
+        server.send("t", "n", json!(2)).await;
+        assert_eq!(stream.expect_message(READ).await["contents"], 1);
+        let last = stream.expect_message(READ).await;
+        assert_eq!(last["contents"], 2);
+        expect_timeout(&mut stream, "t", 1, Duration::from_secs(4)).await;
 
-    // Sent while nobody is connected.
-    for i in 3..=5 {
-        server.send("t", "n", json!(i)).await;
+        // Sent while nobody is connected.
+        for i in 3..=5 {
+            server.send("t", "n", json!(i)).await;
+        }
+        let last_id = last["id"].as_str().unwrap();
+        let mut stream = server
+            .subscribe(
+                "t",
+                "?timeout=1",
+                &[("accept", "text/event-stream"), ("last-event-id", last_id)],
+            )
+            .await;
+        for i in 3..=5 {
+            assert_eq!(stream.expect_message(READ).await["contents"], i);
+        }
+        expect_timeout(&mut stream, "t", 1, Duration::from_secs(4)).await;
     }
-    let last_id = last["id"].as_str().unwrap();
-    let mut stream = server
-        .subscribe(
-            "t",
-            "?timeout=1",
-            &[("accept", "text/event-stream"), ("last-event-id", last_id)],
-        )
-        .await;
-    for i in 3..=5 {
-        assert_eq!(stream.expect_message(READ).await["contents"], i);
-    }
-    expect_timeout(&mut stream, "t", 1, Duration::from_secs(4)).await;
 }
 
 #[tokio::test]
@@ -145,22 +149,22 @@ async fn invalid_timeouts_are_invalid_query() {
     }
 }
 
-#[tokio::test]
-async fn timeout_at_max_timeout_is_accepted() {
-    let server = TestServer::start(&["--max-timeout", "10", "--timeout", "5"]);
-    let mut stream = server.subscribe("t", "?timeout=10", SSE).await;
-    server.send("t", "n", json!(1)).await;
-    assert_eq!(stream.expect_message(READ).await["contents"], 1);
-}
+store_tests! {
+    async fn timeout_at_max_timeout_is_accepted(backend) {
+        let server = backend.start(&["--max-timeout", "10", "--timeout", "5"]);
+        let mut stream = server.subscribe("t", "?timeout=10", SSE).await;
+        server.send("t", "n", json!(1)).await;
+        assert_eq!(stream.expect_message(READ).await["contents"], 1);
+    }
 
-#[tokio::test]
-async fn default_max_timeout_is_3600() {
-    let server = TestServer::start(&[]);
-    let mut stream = server.subscribe("t", "?timeout=3600", SSE).await;
-    server.send("t", "n", json!(1)).await;
-    assert_eq!(stream.expect_message(READ).await["contents"], 1);
-    let response = server.get("/channels/t/events?timeout=3601", NONE).await;
-    expect_error(response, 400, "invalid_query").await;
+    async fn default_max_timeout_is_3600(backend) {
+        let server = backend.start(&[]);
+        let mut stream = server.subscribe("t", "?timeout=3600", SSE).await;
+        server.send("t", "n", json!(1)).await;
+        assert_eq!(stream.expect_message(READ).await["contents"], 1);
+        let response = server.get("/channels/t/events?timeout=3601", NONE).await;
+        expect_error(response, 400, "invalid_query").await;
+    }
 }
 
 #[tokio::test]

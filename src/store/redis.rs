@@ -27,7 +27,7 @@
 //!   and the nodes agree on a new one, so an id is never issued twice and
 //!   clients holding old ids get a gap frame (`other_epoch`).
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -207,6 +207,9 @@ impl std::fmt::Debug for RedisStore {
 /// The epoch this node issues and reads ids in, replaced when Redis has a new one.
 struct SharedEpoch {
     current: AtomicU32,
+    /// Whether this node's subscription to `ssehub:events` is up: without it,
+    /// live fan-out is off, so the store reports itself down.
+    listening: AtomicBool,
     feed: Arc<dyn Feed>,
 }
 
@@ -262,10 +265,20 @@ impl RedisStore {
         let epoch = agree_on_epoch(&mut connection).await?;
         let epoch = Arc::new(SharedEpoch {
             current: AtomicU32::new(epoch.0),
+            listening: AtomicBool::new(false),
             feed: Arc::clone(&feed),
         });
         let stop = CancellationToken::new();
         tokio::spawn(listen(client, Arc::clone(&epoch), feed, stop.clone()));
+        // Serve only once live fan-out works.
+        let started = tokio::time::Instant::now();
+        while !epoch.listening.load(Ordering::Acquire) {
+            if started.elapsed() > COMMAND_TIMEOUT {
+                stop.cancel();
+                return Err(unavailable("could not subscribe to redis notifications"));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let scripts = Scripts {
             append: Script::new(APPEND),
             read: Script::new(READ),
@@ -380,6 +393,7 @@ fn parse_entry(epoch: Epoch, (id, fields): (String, Vec<(String, Vec<u8>)>)) -> 
 /// hub ends its streams, so no subscriber waits for messages that cannot come.
 async fn listen(client: redis::Client, epoch: Arc<SharedEpoch>, feed: Arc<dyn Feed>, stop: CancellationToken) {
     let mut backoff = Duration::from_millis(100);
+    let mut first = true;
     loop {
         let session = async {
             let mut pubsub = client.get_async_pubsub().await?;
@@ -393,6 +407,13 @@ async fn listen(client: redis::Client, epoch: Arc<SharedEpoch>, feed: Arc<dyn Fe
         match pubsub {
             Ok(mut pubsub) => {
                 backoff = Duration::from_millis(100);
+                if !first {
+                    // Streams opened while notifications were off may have missed
+                    // some: end them too, so their clients resume from the store.
+                    feed.store_interrupted();
+                }
+                first = false;
+                epoch.listening.store(true, Ordering::Release);
                 tracing::info!("subscribed to redis notifications");
                 let mut messages = pubsub.on_message();
                 loop {
@@ -409,12 +430,13 @@ async fn listen(client: redis::Client, epoch: Arc<SharedEpoch>, feed: Arc<dyn Fe
             }
             Err(error) => tracing::warn!(%error, "cannot subscribe to redis notifications"),
         }
+        epoch.listening.store(false, Ordering::Release);
         feed.store_interrupted();
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
             () = stop.cancelled() => return,
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        backoff = (backoff * 2).min(Duration::from_secs(1));
     }
 }
 
@@ -516,6 +538,9 @@ impl Store for RedisStore {
 
     fn check(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
+            if !self.epoch.listening.load(Ordering::Acquire) {
+                return Err(unavailable("not subscribed to redis notifications (yet)"));
+            }
             let mut connection = self.connection();
             let _: String = redis::cmd("PING")
                 .query_async(&mut connection)

@@ -27,6 +27,17 @@ pub(crate) enum StoreKind {
     Redis,
 }
 
+impl StoreKind {
+    /// The store's kind as `/healthz` names it (`store.kind`).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            StoreKind::Memory => "memory",
+            StoreKind::File => "file",
+            StoreKind::Redis => "redis",
+        }
+    }
+}
+
 /// Whether missing tools fail tests (CI) instead of skipping them.
 pub(crate) fn strict() -> bool {
     std::env::var("SSEHUB_STRICT_TESTS").is_ok_and(|v| v == "1")
@@ -151,6 +162,15 @@ impl RedisServer {
         }
     }
 
+    /// An ssehub node on this Redis (`--store <url>`) with `extra_args`: nodes started on
+    /// one server act as one service.
+    pub(crate) fn node(&self, extra_args: &[&str]) -> TestServer {
+        let url = self.url();
+        let mut args = vec!["--store", url.as_str()];
+        args.extend_from_slice(extra_args);
+        TestServer::start(&args)
+    }
+
     /// Starts it again on the same port and directory.
     pub(crate) fn restart(&mut self) {
         self.kill();
@@ -199,18 +219,16 @@ impl Backend {
         match self.kind {
             StoreKind::Memory => "memory".into(),
             StoreKind::File => {
-                format!(
-                    "file:{}",
-                    self.dir
-                        .as_ref()
-                        .expect("a file backend has a dir")
-                        .path()
-                        .join("ssehub.redb")
-                        .display()
-                )
+                format!("file:{}", self.file_path().expect("a file backend has a dir").display())
             }
             StoreKind::Redis => self.redis.as_ref().expect("a redis backend has a server").url(),
         }
+    }
+
+    /// The database file of a file backend (`None` for the others); it exists once a
+    /// server of this backend has started.
+    pub(crate) fn file_path(&self) -> Option<PathBuf> {
+        self.dir.as_ref().map(|dir| dir.path().join("ssehub.redb"))
     }
 
     /// A server on this backend with `extra_args`.
