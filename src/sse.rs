@@ -40,6 +40,21 @@ pub fn message(id: &str, envelope: &[u8]) -> Bytes {
     frame.freeze()
 }
 
+/// A message frame whose envelope `write_data` serialises in place, so the
+/// JSON is written once, into the frame itself.
+pub fn message_with(id: &str, write_data: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+    debug_assert!(!id.contains(['\r', '\n']));
+    let mut frame = Vec::with_capacity(256);
+    frame.extend_from_slice(b"id: ");
+    frame.extend_from_slice(id.as_bytes());
+    frame.extend_from_slice(b"\ndata: ");
+    let start = frame.len();
+    write_data(&mut frame);
+    debug_assert!(!frame[start..].contains(&b'\n') && !frame[start..].contains(&b'\r'));
+    frame.extend_from_slice(b"\n\n");
+    Bytes::from(frame)
+}
+
 /// A named event (`timeout`, `failure`, `gap`) with a JSON body and no id, so
 /// the client's last event id stays that of the last message.
 pub fn event(name: &str, data: &impl Serialize) -> Bytes {

@@ -29,6 +29,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
@@ -206,16 +207,20 @@ async fn write_stream(mut stream: TcpStream, response: Response) {
     }
     drop(head);
 
+    // The watcher for the client going away stays registered for the whole
+    // stream, rather than once per delivery.
+    let (reader, mut writer) = stream.into_split();
+    let mut gone = std::pin::pin!(client_gone(&reader));
     let mut body = std::pin::pin!(body);
     loop {
         let step = tokio::select! {
             frame = body.frame() => Some(frame),
-            () = client_gone(&stream) => None,
+            () = &mut gone => None,
         };
         match step {
             Some(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
-                    if stream.write_all(&data).await.is_err() {
+                    if writer.write_all(&data).await.is_err() {
                         return;
                     }
                 }
@@ -227,12 +232,12 @@ async fn write_stream(mut stream: TcpStream, response: Response) {
             Some(None) | None => break,
         }
     }
-    let _ = stream.shutdown().await;
+    let _ = writer.shutdown().await;
 }
 
 /// Completes when the client has closed its side. A subscriber sends nothing
 /// after its request, so anything it does send is read and dropped.
-async fn client_gone(stream: &TcpStream) {
+async fn client_gone(stream: &OwnedReadHalf) {
     let mut sink = [0u8; 64];
     loop {
         if stream.readable().await.is_err() {

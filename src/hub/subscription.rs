@@ -332,8 +332,11 @@ async fn step(state: &mut State) -> Option<Bytes> {
             },
         }
 
+        // Deliveries only push the deadlines later, so the timer is left armed at
+        // the earlier one (no timer work per delivery) and re-armed when it fires
+        // early; it is moved only when a deadline comes sooner.
         let deadline = state.heartbeat_at.min(state.timeout_at);
-        if state.timer.deadline() != deadline {
+        if state.timer.is_elapsed() || state.timer.deadline() > deadline {
             state.timer.as_mut().reset(deadline);
         }
         let wake = tokio::select! {
@@ -374,6 +377,9 @@ async fn step(state: &mut State) -> Option<Bytes> {
                         seconds: state.timeout.as_secs(),
                     };
                     return Some(sse::event("timeout", &body));
+                }
+                if now < state.heartbeat_at {
+                    continue; // armed for an earlier deadline that deliveries moved on
                 }
                 state.heartbeat_at = now + hub.shared.settings.heartbeat;
                 return Some(Bytes::from_static(sse::HEARTBEAT));

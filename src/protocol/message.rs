@@ -90,18 +90,29 @@ struct EnvelopeRest<'a> {
 impl Draft {
     /// The envelope without its id: `"channel":…}` (the fields after `{"id":"…",`).
     pub fn envelope_rest(&self, channel: &ChannelName, time: Timestamp) -> Vec<u8> {
-        let rest = EnvelopeRest {
+        let mut json = serde_json::to_vec(&self.fields(channel, time)).expect("a JSON value always serialises");
+        json.remove(0); // the opening brace; the id comes first
+        json
+    }
+
+    fn fields<'a>(&'a self, channel: &'a ChannelName, time: Timestamp) -> EnvelopeRest<'a> {
+        EnvelopeRest {
             channel,
             name: &self.name,
             contents: &self.contents,
             time: time.to_string(),
             to: self.to.as_ref(),
             from: self.from.as_ref(),
-        };
-        let mut json = serde_json::to_vec(&rest).expect("a JSON value always serialises");
-        json.remove(0); // the opening brace; the id comes first
-        json
+        }
     }
+}
+
+/// The whole envelope: the id, then the same fields as [`EnvelopeRest`].
+#[derive(Serialize)]
+struct Envelope<'a> {
+    id: &'a str,
+    #[serde(flatten)]
+    rest: EnvelopeRest<'a>,
 }
 
 /// `{"id":"<id>",` + `rest`: the whole envelope.
@@ -118,11 +129,18 @@ impl Message {
     /// Builds the envelope and its frame for a message just given its position.
     pub fn encode(epoch: Epoch, seq: u64, channel: &ChannelName, draft: &Draft, time: Timestamp) -> Self {
         let id = MessageId { epoch, seq }.to_string();
-        let envelope = complete_envelope(&id, &draft.envelope_rest(channel, time));
+        let envelope = Envelope {
+            id: &id,
+            rest: draft.fields(channel, time),
+        };
+        // Serialised once, straight into the frame every subscriber shares.
+        let frame = sse::message_with(&id, |data| {
+            serde_json::to_writer(data, &envelope).expect("a JSON value always serialises")
+        });
         Message {
             seq,
             time,
-            frame: sse::message(&id, &envelope),
+            frame,
             to: draft.to.clone(),
         }
     }
