@@ -252,7 +252,7 @@ impl Hub {
             seq: message.seq,
         };
         Ok(Published {
-            id: id.to_string(),
+            id: id.text(),
             channel: channel.clone(),
             time: message.time.to_string(),
         })

@@ -18,9 +18,20 @@ impl Epoch {
     }
 }
 
+impl Epoch {
+    /// The 8 lowercase hex digits.
+    fn hex(self) -> [u8; 8] {
+        let mut out = [0u8; 8];
+        for (i, slot) in out.iter_mut().enumerate() {
+            *slot = b"0123456789abcdef"[((self.0 >> (28 - 4 * i)) & 0xf) as usize];
+        }
+        out
+    }
+}
+
 impl fmt::Display for Epoch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:08x}", self.0)
+        f.write_str(std::str::from_utf8(&self.hex()).expect("hex digits"))
     }
 }
 
@@ -51,9 +62,31 @@ impl MessageId {
     }
 }
 
+impl MessageId {
+    /// The id's text, built without `core::fmt` (this runs for every message).
+    pub fn text(&self) -> String {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut seq = self.seq;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (seq % 10) as u8;
+            seq /= 10;
+            if seq == 0 {
+                break;
+            }
+        }
+        let mut text = String::with_capacity(9 + digits.len() - at);
+        text.push_str(std::str::from_utf8(&self.epoch.hex()).expect("hex digits"));
+        text.push('-');
+        text.push_str(std::str::from_utf8(&digits[at..]).expect("decimal digits"));
+        text
+    }
+}
+
 impl fmt::Display for MessageId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.epoch, self.seq)
+        f.write_str(&self.text())
     }
 }
 
@@ -68,6 +101,22 @@ mod tests {
             seq: 42,
         };
         assert_eq!(id.to_string(), "0a1b2c3d-42");
+        assert_eq!(
+            MessageId {
+                epoch: Epoch(u32::MAX),
+                seq: u64::MAX
+            }
+            .text(),
+            "ffffffff-18446744073709551615"
+        );
+        assert_eq!(
+            MessageId {
+                epoch: Epoch(0),
+                seq: 1
+            }
+            .text(),
+            "00000000-1"
+        );
         assert_eq!(MessageId::parse("0a1b2c3d-42"), Some(id));
     }
 

@@ -128,7 +128,7 @@ pub fn complete_envelope(id: &str, rest: &[u8]) -> Vec<u8> {
 impl Message {
     /// Builds the envelope and its frame for a message just given its position.
     pub fn encode(epoch: Epoch, seq: u64, channel: &ChannelName, draft: &Draft, time: Timestamp) -> Self {
-        let id = MessageId { epoch, seq }.to_string();
+        let id = MessageId { epoch, seq }.text();
         let envelope = Envelope {
             id: &id,
             rest: draft.fields(channel, time),
@@ -160,7 +160,7 @@ impl Message {
 
     /// Rebuilds a message a store kept as its envelope.
     pub fn from_envelope(epoch: Epoch, seq: u64, time: Timestamp, to: Option<PublicToken>, envelope: &[u8]) -> Self {
-        let id = MessageId { epoch, seq }.to_string();
+        let id = MessageId { epoch, seq }.text();
         Message {
             seq,
             time,

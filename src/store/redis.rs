@@ -320,7 +320,7 @@ impl RedisStore {
             .arg(EVENTS)
             .invoke_async(&mut self.connection())
             .await?;
-        let id = MessageId { epoch, seq }.to_string();
+        let id = MessageId { epoch, seq }.text();
         let envelope = complete_envelope(&id, &rest);
         Ok(Arc::new(Message::from_envelope(
             epoch,
