@@ -187,3 +187,34 @@ export function stickToBottom(container, append) {
   append();
   if (atBottom) container.scrollTop = container.scrollHeight;
 }
+
+/**
+ * Wires a demo page's login form (#login-form, #name, #join, #login-error) and
+ * its #leave button to the demo backend. `onLogin(session)` runs after a
+ * successful login (the session is already saved for this tab); `onLeave()`
+ * resets the page, then the backend is told (`getSession()` is the session
+ * being left).
+ */
+export function wireLogin(channel, { getSession, onLogin, onLeave }) {
+  $('login-form').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const name = $('name').value.trim();
+    if (!name) return;
+    $('join').disabled = true;
+    notice('login-error', null);
+    try {
+      const session = await demoLogin(channel, name);
+      saveSession(channel, session);
+      onLogin(session);
+    } catch (error) {
+      notice('login-error', describe(error));
+    } finally {
+      $('join').disabled = false;
+    }
+  });
+  $('leave').addEventListener('click', () => {
+    const old = getSession();
+    onLeave();
+    if (old) demoLogout(channel, old);
+  });
+}
