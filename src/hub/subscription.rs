@@ -243,8 +243,7 @@ async fn resume_position(
         Some(id) if id.seq > head.last_seq => GapReason::UnknownId,
         Some(id) => return Ok(position_after(hub, channel, &head, id.seq, raw)),
     };
-    let next = head.first_seq.unwrap_or(head.last_seq + 1);
-    Ok((next, Some(gap_frame(hub, channel, raw, head.first_seq, reason))))
+    Ok(from_oldest(hub, channel, &head, raw, reason))
 }
 
 /// The stream starts after position `seq` (of this epoch, at most the head),
@@ -255,20 +254,25 @@ fn position_after(hub: &Hub, channel: &ChannelName, head: &History, seq: u64, as
         None => seq < head.last_seq,
     };
     if lost {
-        let next = head.first_seq.unwrap_or(head.last_seq + 1);
-        (
-            next,
-            Some(gap_frame(hub, channel, asked, head.first_seq, GapReason::BeforeHistory)),
-        )
+        from_oldest(hub, channel, head, asked, GapReason::BeforeHistory)
     } else {
         (seq + 1, None)
     }
 }
 
-fn gap_frame(hub: &Hub, channel: &ChannelName, after: &str, resume_from: Option<u64>, reason: GapReason) -> Bytes {
+/// `asked` cannot be honoured: a gap frame saying why, and the stream goes on
+/// from the oldest retained message (live when none is retained).
+fn from_oldest(
+    hub: &Hub,
+    channel: &ChannelName,
+    head: &History,
+    after: &str,
+    reason: GapReason,
+) -> (u64, Option<Bytes>) {
     let epoch = hub.shared.store.epoch();
-    let resume_from = resume_from.map(|seq| MessageId { epoch, seq }.to_string());
-    sse::event(
+    let next = head.first_seq.unwrap_or(head.last_seq + 1);
+    let resume_from = head.first_seq.map(|seq| MessageId { epoch, seq }.text());
+    let frame = sse::event(
         "gap",
         &GapBody {
             channel,
@@ -276,7 +280,8 @@ fn gap_frame(hub: &Hub, channel: &ChannelName, after: &str, resume_from: Option<
             resume_from,
             reason,
         },
-    )
+    );
+    (next, Some(frame))
 }
 
 /// What woke a waiting subscriber.
