@@ -1,10 +1,14 @@
 //! Client connections: an SSE subscriber stream and a keep-alive publisher.
 
 use std::cell::RefCell;
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
+use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags};
+use nix::sys::time::TimeSpec;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use crate::http::{self, Body, Head};
@@ -13,7 +17,19 @@ use crate::sse::{Handler, Parser};
 thread_local! {
     /// One read buffer per thread, shared by every connection of that thread:
     /// an idle stream holds no buffer, and reads are handled before the next await.
-    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; 256 * 1024].into_boxed_slice());
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
+        buf: vec![0u8; 256 * 1024].into_boxed_slice(),
+        cmsg: nix::cmsg_space!(TimeSpec),
+    });
+}
+
+/// The per-thread buffers of [`SseConn::read`].
+struct Scratch {
+    /// Received bytes.
+    buf: Box<[u8]>,
+    /// Room for one `SCM_TIMESTAMPNS` control message; allocated once, as
+    /// `cmsg_space!` does, so that it has the alignment a `cmsghdr` needs.
+    cmsg: Vec<u8>,
 }
 
 /// What a read of an event stream ended with.
@@ -37,8 +53,16 @@ pub(crate) struct SseConn {
 
 /// What every batch of received bytes also tells the handler.
 pub(crate) trait Batch: Handler {
-    /// Called once per read before its bytes are parsed.
-    fn batch_start(&mut self) {}
+    /// Called once per read before its bytes are parsed, with the kernel's
+    /// software receive timestamp of that read (ns since the UNIX epoch,
+    /// `CLOCK_REALTIME`) when the stream asked for one
+    /// ([`SseConn::stamp_arrivals`]) and the kernel gave it.
+    ///
+    /// For TCP the kernel reports the timestamp of the last segment that the
+    /// read consumed, and the read may return several frames that arrived at
+    /// different times: for every frame but the last one of a read the value is
+    /// an upper bound of its arrival time.
+    fn batch_start(&mut self, _arrival_ns: Option<u64>) {}
 }
 
 impl SseConn {
@@ -99,12 +123,26 @@ impl SseConn {
         })
     }
 
+    /// Asks the kernel to timestamp what this socket receives (`SO_TIMESTAMPNS`):
+    /// from then on every read hands [`Batch::batch_start`] the time its bytes
+    /// were queued to the socket. On loopback that happens in the sender's
+    /// `send`, so the time does not include how long the load generator took to
+    /// come round to this socket.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's refusal, as text; the stream still works, without timestamps.
+    pub(crate) fn stamp_arrivals(&self) -> Result<(), String> {
+        setsockopt(&self.stream, sockopt::ReceiveTimestampns, &true).map_err(|e| format!("SO_TIMESTAMPNS: {e}"))
+    }
+
     /// Waits for bytes and hands them to `h`.
     pub(crate) async fn read(&mut self, h: &mut impl Batch) -> Result<Read, String> {
         if !self.pending.is_empty() {
+            // Read together with the response head, before any timestamp was asked for.
             let pending = std::mem::take(&mut self.pending);
             self.bytes += pending.len() as u64;
-            h.batch_start();
+            h.batch_start(None);
             if self.feed(&pending, h)? {
                 return Ok(Read::End);
             }
@@ -113,12 +151,15 @@ impl SseConn {
         loop {
             self.stream.readable().await.map_err(|e| format!("read: {e}"))?;
             let step = SCRATCH.with(|cell| {
-                let mut buf = cell.borrow_mut();
-                match self.stream.try_read(&mut buf) {
-                    Ok(0) => Ok(Some(Read::End)),
-                    Ok(n) => {
+                let Scratch { buf, cmsg } = &mut *cell.borrow_mut();
+                let received = self
+                    .stream
+                    .try_io(Interest::READABLE, || recv_stamped(&self.stream, buf, cmsg));
+                match received {
+                    Ok((0, _)) => Ok(Some(Read::End)),
+                    Ok((n, arrival_ns)) => {
                         self.bytes += n as u64;
-                        h.batch_start();
+                        h.batch_start(arrival_ns);
                         if self.feed(&buf[..n], h)? {
                             Ok(Some(Read::End))
                         } else {
@@ -151,6 +192,23 @@ impl SseConn {
             None => Ok(done),
         }
     }
+}
+
+/// One `recvmsg` into `buf`: the byte count and the `SCM_TIMESTAMPNS` time,
+/// if the kernel attached one (ns since the UNIX epoch).
+fn recv_stamped(stream: &TcpStream, buf: &mut [u8], cmsg: &mut [u8]) -> io::Result<(usize, Option<u64>)> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(cmsg), MsgFlags::empty())?;
+    // A truncated control buffer (`cmsgs` fails) only loses the timestamp.
+    let arrival_ns = msg.cmsgs().ok().and_then(|mut cmsgs| {
+        cmsgs.find_map(|c| match c {
+            ControlMessageOwned::ScmTimestampns(ts) => u64::try_from(ts.tv_sec())
+                .ok()
+                .map(|s| s * 1_000_000_000 + ts.tv_nsec() as u64),
+            _ => None,
+        })
+    });
+    Ok((msg.bytes, arrival_ns))
 }
 
 /// A keep-alive connection for POSTs, one request at a time.

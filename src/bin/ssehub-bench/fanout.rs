@@ -306,6 +306,11 @@ pub(crate) async fn run(env: &Env, scenario: &str, spec: &Spec) -> (serde_json::
     // On average more than 15 % of a CPU taken by other processes: the figures are suspect.
     let noisy = others_cpu_s > 0.15 * window_s || steal_pct > 2.0;
     let lat = shared.hist.summary_ms();
+    // Arrival latency only from kernel timestamps; none at all → no figures.
+    let stamped = shared.arrival_hist.count();
+    let unstamped = shared.unstamped.load(Relaxed);
+    let stamp_refused = shared.stamp_refused.load(Relaxed);
+    let arrival_lat = (stamped > 0).then(|| shared.arrival_hist.summary_ms());
     let post_lat = ps.post_hist.summary_ms();
     let deliveries_per_s = delivered as f64 / delivery_s.max(1e-9);
     let posts_per_s = ok_posts as f64 / publish_s.max(1e-9);
@@ -332,9 +337,20 @@ pub(crate) async fn run(env: &Env, scenario: &str, spec: &Spec) -> (serde_json::
         if drained { "complete" } else { "INCOMPLETE" }
     );
     println!(
-        "  latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3}  mean {:.3}",
+        "  read latency ms:    p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3}  mean {:.3}  (publish → parsed by the load generator)",
         lat.p50, lat.p90, lat.p99, lat.max, lat.mean
     );
+    match arrival_lat {
+        Some(a) => println!(
+            "  arrival latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3}  mean {:.3}  (publish → kernel receive timestamp; {stamped} of {delivered} deliveries stamped)",
+            a.p50, a.p90, a.p99, a.max, a.mean
+        ),
+        None if delivered == 0 => {}
+        None => println!(
+            "  arrival latency: no kernel receive timestamp came with any delivery (SO_TIMESTAMPNS refused on {stamp_refused} of {} streams); arrival figures left out",
+            spec.subscribers
+        ),
+    }
     match server_cpu_s {
         Some(cpu) => println!(
             "  server CPU {cpu:.2} s over {window_s:.2} s → {} deliveries per server CPU-s, {} POSTs per server CPU-s; server RSS {} → {} MB (peak {} MB)",
@@ -388,10 +404,14 @@ pub(crate) async fn run(env: &Env, scenario: &str, spec: &Spec) -> (serde_json::
     } else {
         figures.push(fig_opt("deliveries per server CPU-s", per_cpu(delivered), "median"));
         figures.push(fig("deliveries/s", deliveries_per_s.round(), "median"));
-        figures.push(fig("latency p50 ms", lat.p50, "median"));
-        figures.push(fig("latency p90 ms", lat.p90, "median"));
-        figures.push(fig("latency p99 ms", lat.p99, "median"));
-        figures.push(fig("latency max ms", lat.max, "median"));
+        figures.push(fig("read latency p50 ms", lat.p50, "median"));
+        figures.push(fig("read latency p90 ms", lat.p90, "median"));
+        figures.push(fig("read latency p99 ms", lat.p99, "median"));
+        figures.push(fig("read latency max ms", lat.max, "median"));
+        figures.push(fig_opt("arrival latency p50 ms", arrival_lat.map(|a| a.p50), "median"));
+        figures.push(fig_opt("arrival latency p90 ms", arrival_lat.map(|a| a.p90), "median"));
+        figures.push(fig_opt("arrival latency p99 ms", arrival_lat.map(|a| a.p99), "median"));
+        figures.push(fig_opt("arrival latency max ms", arrival_lat.map(|a| a.max), "median"));
         if spec.rate == 0.0 {
             figures.push(fig("POST/s", posts_per_s.round(), "median"));
         } else {
@@ -423,6 +443,10 @@ pub(crate) async fn run(env: &Env, scenario: &str, spec: &Spec) -> (serde_json::
         "drain_s": drain_s,
         "deliveries_per_s": deliveries_per_s,
         "latency_ms": lat,
+        "arrival_latency_ms": arrival_lat,
+        "arrival_stamped": stamped,
+        "arrival_unstamped": unstamped,
+        "arrival_stamp_refused": stamp_refused,
         "lost": lost,
         "dup": dup,
         "extra": extra,

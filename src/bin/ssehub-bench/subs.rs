@@ -26,8 +26,17 @@ pub(crate) fn now_ns() -> u64 {
 
 /// Counters shared by all subscribers of a run.
 pub(crate) struct Shared {
-    /// Publish → receive latency, ns.
+    /// Publish → read latency, ns: the load generator's clock when it parses
+    /// the message, so it includes the time the message waited in the socket
+    /// for this single-threaded reader.
     pub(crate) hist: Histogram,
+    /// Publish → arrival latency, ns: the kernel's receive timestamp of the read
+    /// that returned the message (see [`crate::conn::Batch::batch_start`]).
+    pub(crate) arrival_hist: Histogram,
+    /// First receptions that came without a kernel timestamp (not in `arrival_hist`).
+    pub(crate) unstamped: AtomicU64,
+    /// Streams whose socket refused `SO_TIMESTAMPNS`.
+    pub(crate) stamp_refused: AtomicUsize,
     /// First receptions of a message, all subscribers.
     pub(crate) delivered: AtomicU64,
     /// Same, per channel.
@@ -55,6 +64,9 @@ impl Shared {
     pub(crate) fn new(channels: usize) -> Shared {
         Shared {
             hist: Histogram::new(),
+            arrival_hist: Histogram::new(),
+            unstamped: AtomicU64::new(0),
+            stamp_refused: AtomicUsize::new(0),
             delivered: AtomicU64::new(0),
             chan_delivered: (0..channels).map(|_| AtomicU64::new(0)).collect(),
             last_delivery_ns: AtomicU64::new(0),
@@ -134,7 +146,10 @@ struct Live<'a> {
     expected: [u64; MAX_K],
     stats: &'a SubStats,
     shared: &'a Shared,
+    /// Clock at the first message of the current read (0: not yet taken).
     now: u64,
+    /// Kernel receive timestamp of the current read.
+    arrival: Option<u64>,
 }
 
 impl Handler for Live<'_> {
@@ -170,13 +185,20 @@ impl Handler for Live<'_> {
         self.shared.delivered.fetch_add(1, Relaxed);
         self.shared.chan_delivered[self.chan as usize].fetch_add(1, Relaxed);
         self.shared.hist.record(self.now.saturating_sub(p.t));
+        match self.arrival {
+            Some(arrival) => self.shared.arrival_hist.record(arrival.saturating_sub(p.t)),
+            None => {
+                self.shared.unstamped.fetch_add(1, Relaxed);
+            }
+        }
         self.shared.last_delivery_ns.fetch_max(self.now, Relaxed);
     }
 }
 
 impl Batch for Live<'_> {
-    fn batch_start(&mut self) {
+    fn batch_start(&mut self, arrival_ns: Option<u64>) {
         self.now = 0;
+        self.arrival = arrival_ns;
     }
 }
 
@@ -323,12 +345,18 @@ async fn subscriber(
             read_until_end(&mut conn, &mut h).await
         }
         Mode::Live => {
+            if let Err(e) = conn.stamp_arrivals() {
+                if shared.stamp_refused.fetch_add(1, Relaxed) == 0 {
+                    shared.error(e);
+                }
+            }
             let mut h = Live {
                 chan: chan as u64,
                 expected: [0; MAX_K],
                 stats: &stats,
                 shared: &shared,
                 now: 0,
+                arrival: None,
             };
             read_until_end(&mut conn, &mut h).await
         }

@@ -52,7 +52,7 @@ pub(crate) fn run(files: &[String], servers: Option<&str>) -> Result<(), String>
             e.2 += 1;
         }
         for f in r["figures"].as_array().into_iter().flatten() {
-            let name = f["name"].as_str().unwrap_or("?").to_string();
+            let name = current_name(f["name"].as_str().unwrap_or("?"));
             let agg = f["agg"].as_str().unwrap_or("median").to_string();
             let order = figure_order.entry(label.clone()).or_default();
             if !order.iter().any(|(n, _)| *n == name) {
@@ -112,6 +112,16 @@ pub(crate) fn run(files: &[String], servers: Option<&str>) -> Result<(), String>
         }
     }
     Ok(())
+}
+
+/// A figure's name as runs write it now: the publish → read latency rows were
+/// called "latency p50 ms" etc. before arrival latency was added next to them,
+/// and results of older runs still say so.
+fn current_name(name: &str) -> String {
+    match name.strip_prefix("latency ") {
+        Some(rest) => format!("read latency {rest}"),
+        None => name.to_string(),
+    }
 }
 
 fn aggregate(vs: &[Option<f64>], agg: &str) -> Option<f64> {
