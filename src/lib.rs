@@ -21,9 +21,11 @@
 //!
 //! ```text
 //! POST /channels/{c}/messages → http → protocol (parse + schema) → hub::publish
-//!        → store::append (id, encode once, retain) → fan-out ring + wake
+//!        → store::append (id, encode once, retain) → fan-out ring + kick the topic's writer
+//!        → writer: one non-blocking write per up-to-date subscriber's socket
 //! GET /channels/{c}/events    → http → hub::subscribe: follow, resume position,
-//!        replay from store, then live from the ring → bytes (+ heartbeat, timeout, shutdown)
+//!        replay from store, then live from the ring → bytes (+ heartbeat, timeout, shutdown);
+//!        parked with the topic's writer while up to date
 //! ```
 
 pub mod access;

@@ -10,12 +10,14 @@
 //! decided in one place), and the response is written straight to the socket:
 //! the head, then each chunk the stream yields, close-delimited
 //! (`Connection: close`, which EventSource and proxies handle, and which saves
-//! the chunked-encoding framing on every delivery). The head buffer is freed
-//! before the first frame. Anything else goes to hyper along with the bytes
-//! already read.
+//! the chunked-encoding framing on every delivery). The socket also goes to the
+//! hub with the request (as an [`EventSocket`]), so that while the subscriber is
+//! up to date its topic's writer sends new frames to it directly, without
+//! waking this task. The head buffer is freed before the first frame. Anything
+//! else goes to hyper along with the bytes already read.
 
 use std::convert::Infallible;
-use std::io::Write as _;
+use std::io::{self, Write as _};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -28,8 +30,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
@@ -40,6 +41,7 @@ use warp::reply::Response;
 use super::cors::{allowed_origin, decorate, preflight};
 use super::error::internal_error;
 use crate::access::Access;
+use crate::hub::Outlet;
 
 /// A client that has not sent its request head after this long is dropped.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -49,6 +51,17 @@ const HEAD_LIMIT: usize = 16 * 1024;
 
 /// Headers parsed here; a request with more goes to hyper.
 const MAX_HEADERS: usize = 64;
+
+/// The socket of a subscription served here, passed to the route in the
+/// request's extensions: the hub's writer may send to it directly.
+#[derive(Clone)]
+pub(crate) struct EventSocket(pub(crate) Arc<TcpStream>);
+
+impl Outlet for TcpStream {
+    fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
+        TcpStream::try_write(self, bytes)
+    }
+}
 
 /// What the start of a connection turned out to be.
 enum Head {
@@ -80,12 +93,14 @@ where
     };
     match kind {
         Head::Closed => {}
-        Head::Events(request) => {
+        Head::Events(mut request) => {
             drop(head);
+            let socket = Arc::new(stream);
+            request.extensions_mut().insert(EventSocket(Arc::clone(&socket)));
             let mut service = service;
             let response = respond(&mut service, &access, *request).await;
             drop((service, access));
-            write_stream(stream, response).await;
+            write_stream(socket, response).await;
         }
         // Boxed, so the many connections that stream do not carry the size of
         // hyper's connection future in their own.
@@ -184,7 +199,7 @@ where
 
 /// Writes a response to a subscription: its head, then its body as the stream
 /// yields it, until the stream ends or the client goes away.
-async fn write_stream(mut stream: TcpStream, response: Response) {
+async fn write_stream(socket: Arc<TcpStream>, response: Response) {
     let (parts, body) = response.into_parts();
     let mut head = Vec::with_capacity(256);
     let reason = parts.status.canonical_reason().unwrap_or("");
@@ -202,42 +217,58 @@ async fn write_stream(mut stream: TcpStream, response: Response) {
         let _ = write!(head, "content-length: {length}\r\n");
     }
     head.extend_from_slice(b"connection: close\r\n\r\n");
-    if stream.write_all(&head).await.is_err() {
+    if write_all(&socket, &head).await.is_err() {
         return;
     }
     drop(head);
 
     // The watcher for the client going away stays registered for the whole
     // stream, rather than once per delivery.
-    let (reader, mut writer) = stream.into_split();
-    let mut gone = std::pin::pin!(client_gone(&reader));
-    let mut body = std::pin::pin!(body);
-    loop {
-        let step = tokio::select! {
-            frame = body.frame() => Some(frame),
-            () = &mut gone => None,
-        };
-        match step {
-            Some(Some(Ok(frame))) => {
-                if let Ok(data) = frame.into_data() {
-                    if writer.write_all(&data).await.is_err() {
-                        return;
+    let mut gone = std::pin::pin!(client_gone(&socket));
+    {
+        // Scoped: the body (and with it the hub's hold on the socket) is dropped
+        // before the socket is shut down.
+        let mut body = std::pin::pin!(body);
+        loop {
+            let step = tokio::select! {
+                frame = body.frame() => Some(frame),
+                () = &mut gone => None,
+            };
+            match step {
+                Some(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        if write_all(&socket, &data).await.is_err() {
+                            break;
+                        }
                     }
                 }
+                Some(Some(Err(error))) => {
+                    tracing::debug!(%error, "stream body failed");
+                    break;
+                }
+                Some(None) | None => break,
             }
-            Some(Some(Err(error))) => {
-                tracing::debug!(%error, "stream body failed");
-                break;
-            }
-            Some(None) | None => break,
         }
     }
-    let _ = writer.shutdown().await;
+    let _ = socket2::SockRef::from(&*socket).shutdown(std::net::Shutdown::Write);
+}
+
+/// Writes all of `bytes`, waiting while the socket is full. Shared with the
+/// hub's writer, so it goes through `&TcpStream`.
+async fn write_all(socket: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        match socket.try_write(bytes) {
+            Ok(written) => bytes = &bytes[written..],
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => socket.writable().await?,
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
 }
 
 /// Completes when the client has closed its side. A subscriber sends nothing
 /// after its request, so anything it does send is read and dropped.
-async fn client_gone(stream: &OwnedReadHalf) {
+async fn client_gone(stream: &TcpStream) {
     let mut sink = [0u8; 64];
     loop {
         if stream.readable().await.is_err() {

@@ -8,6 +8,7 @@ use warp::http::{HeaderMap, Method};
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
+use super::connection::EventSocket;
 use super::error::ApiError;
 use super::{handlers, Api};
 
@@ -63,13 +64,14 @@ fn events(api: Api) -> impl Filter<Extract = (Response,), Error = Rejection> + C
         .and(warp::method())
         .and(raw_query())
         .and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<EventSocket>())
         .and(with_api(api))
         .then(
-            |channel: String, method: Method, query: String, headers: HeaderMap, api: Api| async move {
+            |channel: String, method: Method, query: String, headers: HeaderMap, socket, api: Api| async move {
                 if method != Method::GET {
                     return ApiError::MethodNotAllowed { allow: "GET" }.into_response();
                 }
-                handlers::events(api, channel, query, headers).await
+                handlers::events(api, channel, query, headers, socket).await
             },
         )
 }

@@ -2,6 +2,8 @@
 //! Each checks, in order: path values (400/404), credentials (401/403),
 //! content type (415), size (413), JSON and schema (400); then acts.
 
+use std::sync::Arc;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use serde::Serialize;
@@ -11,9 +13,10 @@ use warp::reply::Response;
 use warp::Reply;
 
 use super::auth::{bearer, identify, may_manage, may_send, may_watch, Caller};
+use super::connection::EventSocket;
 use super::error::ApiError;
 use super::Api;
-use crate::hub::{ClientView, HubError, SubscribeRequest};
+use crate::hub::{ClientView, HubError, Outlet, SubscribeRequest};
 use crate::protocol::schema::Violation;
 use crate::protocol::{ChannelName, Draft, ProtocolError, PublicToken, Registration, Sender, SubscribeQuery};
 
@@ -211,7 +214,16 @@ where
 }
 
 /// `GET /channels/{channel}/events`
-pub(super) async fn events(api: Api, channel: String, query: String, headers: HeaderMap) -> Response {
+///
+/// `socket`: the connection's socket when it is served by our own front door,
+/// for the hub's writer to send to directly.
+pub(super) async fn events(
+    api: Api,
+    channel: String,
+    query: String,
+    headers: HeaderMap,
+    socket: Option<EventSocket>,
+) -> Response {
     // EventSource always sends this; such a client cannot read an error body, so
     // it gets its error as a failure frame instead.
     let wants_stream = headers
@@ -245,6 +257,7 @@ pub(super) async fn events(api: Api, channel: String, query: String, headers: He
                 Caller::Client(client) => Some(client),
                 _ => None,
             },
+            outlet: socket.map(|EventSocket(socket)| socket as Arc<dyn Outlet>),
         };
         Ok::<_, ApiError>(api.hub.subscribe(channel, request).await?)
     }

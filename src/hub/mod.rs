@@ -2,10 +2,13 @@
 //! and then follow the channel live.
 //!
 //! ```text
-//! publish:   Hub::publish → Store::append (position, encode once) → Feed (= Fanout) → Topic ring + wake
-//! subscribe: Hub::subscribe → resume position from the store → stream: ring or store → bytes
+//! publish:   Hub::publish → Store::append (position, encode once) → Feed (= Fanout) → Topic ring + kick
+//! fan-out:   topic writer → one non-blocking write per parked (up-to-date) subscriber's socket
+//! subscribe: Hub::subscribe → resume position from the store → stream: ring or store → bytes,
+//!            then parked while up to date
 //! ```
 
+mod direct;
 mod subscription;
 mod topic;
 
@@ -23,6 +26,7 @@ use crate::access::Access;
 use crate::protocol::{ChannelName, Draft, MessageId, PublicToken, Registration, Sender};
 use crate::store::{ClientRecord, Registered, Store, StoreError};
 
+pub use direct::Outlet;
 pub use subscription::SubscribeRequest;
 pub use topic::Fanout;
 

@@ -4,6 +4,8 @@
 //! A subscription is a position (`next`, the next seq it wants) and a pull loop:
 //! take what the topic's ring holds from `next` on; when the ring cannot answer
 //! (the subscriber is behind it, or it is new), read the store after `next - 1`.
+//! Once up to date, the stream parks: the topic's writer sends new frames
+//! straight to its socket and hands it back when it cannot (see `direct.rs`).
 //! Delivery is by position, so the seam between replay and live has neither a
 //! duplicate nor a hole, whatever is published meanwhile. Nothing is queued per
 //! subscriber: a slow one just falls behind and catches up from the store, or
@@ -20,17 +22,15 @@ use futures::Stream;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
+use super::direct::{Outlet, Slot, MAX_CHUNK};
 use super::topic::{Take, Topic};
 use super::{Hub, HubError};
-use crate::protocol::{ChannelName, FailureBody, GapBody, GapReason, MessageId, PublicToken, TimeoutBody};
+use crate::protocol::{ChannelName, FailureBody, GapBody, GapReason, MessageId, TimeoutBody};
 use crate::sse;
 use crate::store::{ClientRecord, History};
 
-/// Most bytes coalesced into one chunk from the ring.
-const MAX_CHUNK: usize = 64 * 1024;
-
 /// What a subscriber asks for.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct SubscribeRequest {
     /// The resume position (from `Last-Event-ID` or `lastEventId`), as sent.
     pub last_event_id: Option<String>,
@@ -39,6 +39,20 @@ pub struct SubscribeRequest {
     /// The registered client this stream is for (authenticated by its private
     /// token); it then also gets the direct messages addressed to it.
     pub client: Option<ClientRecord>,
+    /// The socket the stream is written to, when the caller lets the topic's
+    /// writer use it directly; without one, the stream is only ever pulled.
+    pub outlet: Option<Arc<dyn Outlet>>,
+}
+
+impl std::fmt::Debug for SubscribeRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubscribeRequest")
+            .field("last_event_id", &self.last_event_id)
+            .field("timeout", &self.timeout)
+            .field("client", &self.client)
+            .field("outlet", &self.outlet.is_some())
+            .finish()
+    }
 }
 
 /// Holds one stream's place in the hub's counts and in its client's stream
@@ -48,6 +62,8 @@ struct Place {
     hub: Hub,
     channel: ChannelName,
     topic: Option<Arc<Topic>>,
+    /// The stream's place in the topic's direct delivery.
+    slot: Option<Arc<Slot>>,
     /// Set once the store counted this stream for the client.
     client: Option<ClientRecord>,
 }
@@ -55,6 +71,9 @@ struct Place {
 impl Drop for Place {
     fn drop(&mut self) {
         if let Some(topic) = self.topic.take() {
+            if let Some(slot) = self.slot.take() {
+                slot.close(&topic);
+            }
             if let Some(client) = self.client.take() {
                 topic.unwatch_client(&client.public_token);
                 // The store may be remote: detach in a task the server waits for.
@@ -85,8 +104,9 @@ impl Hub {
 struct State {
     place: Place,
     topic: Arc<Topic>,
-    /// The client whose direct messages this stream also carries.
-    viewer: Option<PublicToken>,
+    /// Direct delivery while up to date; also names the client whose direct
+    /// messages this stream carries.
+    slot: Arc<Slot>,
     /// Cancelled when that client is removed.
     removed: CancellationToken,
     /// Cancelled when the store's notifications were interrupted.
@@ -119,6 +139,7 @@ pub(super) async fn open(
         hub: hub.clone(),
         channel: channel.clone(),
         topic: None,
+        slot: None,
         client: None,
     };
     if open_now > shared.settings.max_subscribers {
@@ -166,8 +187,11 @@ pub(super) async fn open(
         .unwrap_or(shared.settings.default_timeout);
     let now = Instant::now();
     let heartbeat_at = now + shared.settings.heartbeat;
+    let viewer = request.client.as_ref().map(|c| c.public_token.clone());
+    let slot = Slot::new(request.outlet, viewer);
+    place.slot = Some(Arc::clone(&slot));
     let state = State {
-        viewer: request.client.as_ref().map(|c| c.public_token.clone()),
+        slot,
         removed,
         interrupted: shared.fanout.interruption(),
         place,
@@ -304,12 +328,7 @@ async fn step(state: &mut State) -> Option<Bytes> {
     let hub = state.place.hub.clone();
     let topic = Arc::clone(&state.topic);
     loop {
-        // Register for the next push before looking, so none is missed between.
-        let notified = topic.notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-
-        match topic.take(state.next, MAX_CHUNK, state.viewer.as_ref()) {
+        match topic.take(state.next, MAX_CHUNK, state.slot.viewer()) {
             Take::Frames { chunk, next } => {
                 state.next = next;
                 match chunk {
@@ -344,14 +363,30 @@ async fn step(state: &mut State) -> Option<Bytes> {
         if state.timer.is_elapsed() || state.timer.deadline() > deadline {
             state.timer.as_mut().reset(deadline);
         }
+        // Up to date: the topic's writer delivers from here until it hands the
+        // stream back, or something else needs this task.
+        state.slot.park(&topic, state.next);
         let wake = tokio::select! {
             biased;
             _ = hub.shared.shutdown.cancelled() => Wake::Shutdown,
             _ = state.removed.cancelled() => Wake::Removed,
             _ = state.interrupted.cancelled() => Wake::Interrupted,
-            _ = &mut notified => Wake::Pushed,
+            () = state.slot.handed_back() => Wake::Pushed,
             _ = state.timer.as_mut() => Wake::Timer,
         };
+        let back = state.slot.unpark();
+        state.next = back.next;
+        if let Some(at) = back.delivered_at {
+            state.timeout_at = at + state.timeout;
+            state.heartbeat_at = at + hub.shared.settings.heartbeat;
+        }
+        if back.failed {
+            state.done = true;
+            return None; // the socket refused a write: the client is gone
+        }
+        if let Some(rest) = back.leftover {
+            return Some(rest); // the end of a chunk the writer began
+        }
         match wake {
             Wake::Pushed => continue,
             Wake::Shutdown => {
@@ -418,7 +453,7 @@ async fn catch_up(hub: &Hub, state: &mut State) -> Result<Option<Bytes>, HubErro
     state.next = next;
     let mut delivered_any = false;
     for message in &history.messages {
-        if message.is_visible_to(state.viewer.as_ref()) {
+        if message.is_visible_to(state.slot.viewer()) {
             chunk.put_slice(&message.frame);
             delivered_any = true;
         }

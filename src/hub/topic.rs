@@ -1,21 +1,23 @@
 //! Live fan-out: one [`Topic`] per followed channel, holding a ring of the most
-//! recent frames and a [`Notify`] that wakes its subscribers.
+//! recent frames and the subscribers parked for direct delivery.
 //!
-//! Subscribers pull: each remembers the next position it wants and copies what
-//! the ring holds from there. A publish therefore costs one push and one wake-up
-//! no matter how many subscribers there are or how slow they are; a subscriber
-//! that falls behind the ring reads the store instead (see `subscription.rs`).
+//! Every delivery is by position: a subscriber remembers the next position it
+//! wants and is sent what the ring holds from there. A publish costs one push
+//! and one kick of the topic's writer, however many subscribers there are and
+//! however slow they are; the writer sends the new frames to the parked
+//! subscribers (see `direct.rs`), and a subscriber that falls behind the ring
+//! reads the store instead (see `subscription.rs`).
 
+use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-
-use std::collections::HashMap;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::direct::{self, Parked};
 use crate::protocol::{ChannelName, Message, PublicToken};
 use crate::shards::{lock, Shard, Shards};
 use crate::store::Feed;
@@ -47,8 +49,10 @@ pub(crate) struct Topic {
     /// Recent frames with consecutive positions. A std mutex: held only to push or
     /// to clone out a few `Bytes`, never across an await.
     ring: Mutex<VecDeque<Arc<Message>>>,
-    /// Wakes every waiting subscriber after a push.
-    pub(crate) notify: Notify,
+    /// Subscribers that are up to date and gave their socket to the writer.
+    pub(crate) parked: Mutex<Parked>,
+    /// Wakes the writer after a push (or a park that may have missed one).
+    kick: Arc<Notify>,
     /// Streams open on this channel on this node.
     pub(crate) subscribers: AtomicUsize,
     /// Registered clients with streams here, and the token that ends those
@@ -88,13 +92,17 @@ impl Fanout {
     pub(crate) fn follow(&self, channel: &ChannelName) -> Arc<Topic> {
         let mut shard = self.shard(channel);
         let topic = shard.entry(channel.clone()).or_insert_with(|| {
-            Arc::new(Topic {
+            let kick = Arc::new(Notify::new());
+            let topic = Arc::new(Topic {
                 ring: Mutex::new(VecDeque::with_capacity(self.ring_capacity.min(64))),
-                notify: Notify::new(),
+                parked: Mutex::new(Parked::default()),
+                kick: Arc::clone(&kick),
                 subscribers: AtomicUsize::new(0),
                 clients: Mutex::new(HashMap::new()),
                 ring_capacity: self.ring_capacity,
-            })
+            });
+            tokio::spawn(direct::run_writer(Arc::downgrade(&topic), kick));
+            topic
         });
         topic.subscribers.fetch_add(1, Ordering::Relaxed);
         Arc::clone(topic)
@@ -166,7 +174,7 @@ impl Topic {
         lock(&self.ring)
     }
 
-    /// Adds a stored message and wakes the subscribers.
+    /// Adds a stored message and kicks the writer.
     fn push(&self, message: &Arc<Message>) {
         {
             let mut ring = self.ring();
@@ -180,7 +188,17 @@ impl Topic {
             }
             ring.push_back(Arc::clone(message));
         }
-        self.notify.notify_waiters();
+        self.kick();
+    }
+
+    /// Makes the writer run a pass (now, or right after the one under way).
+    pub(crate) fn kick(&self) {
+        self.kick.notify_one();
+    }
+
+    /// Whether the ring holds anything at or after position `next`.
+    pub(crate) fn holds_after(&self, next: u64) -> bool {
+        self.ring().back().is_some_and(|last| last.seq >= next)
     }
 
     /// A stream of `client` opens here: the token is cancelled if the client is removed.
@@ -242,5 +260,12 @@ impl Topic {
         }
         let chunk = (!chunk.is_empty()).then(|| chunk.freeze());
         Take::Frames { chunk, next: taken + 1 }
+    }
+}
+
+impl Drop for Topic {
+    /// The writer ends with its topic.
+    fn drop(&mut self) {
+        self.kick.notify_one();
     }
 }
