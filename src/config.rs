@@ -121,6 +121,13 @@ pub struct Config {
     #[arg(long, env = "SSEHUB_LIVE_BUFFER", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub live_buffer: u64,
 
+    /// Threads running connections and fan-out (default: the CPUs this process
+    /// may run on). With one, the server is a single-threaded event loop, which
+    /// on one CPU does the same work without the cost of a multi-threaded
+    /// scheduler (work stealing, shared file tables).
+    #[arg(long, env = "SSEHUB_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
+
     /// Seconds a graceful shutdown waits for requests in flight.
     #[arg(long, env = "SSEHUB_SHUTDOWN_GRACE", default_value_t = 10)]
     pub shutdown_grace: u64,

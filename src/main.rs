@@ -11,9 +11,36 @@ use tracing_subscriber::EnvFilter;
 /// browsers should wait in the queue, not be refused.
 const LISTEN_BACKLOG: u32 = 4096;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let config = ssehub::config::Config::from_args();
+    let runtime = match runtime(config.workers) {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("ssehub: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve(config))
+}
+
+/// The tokio runtime: `workers` threads (default: the CPUs this process may
+/// run on); a single-threaded one when that is one.
+fn runtime(workers: Option<u16>) -> std::io::Result<tokio::runtime::Runtime> {
+    let workers = workers.map_or_else(
+        || std::thread::available_parallelism().map_or(1, usize::from),
+        usize::from,
+    );
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(workers);
+        builder
+    };
+    builder.enable_all().build()
+}
+
+async fn serve(config: ssehub::config::Config) -> ExitCode {
     let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -226,3 +226,25 @@ async fn no_heartbeat_before_the_interval() {
         other => panic!("nothing expected within 1.5 s with --heartbeat 3, got {other:?}"),
     }
 }
+
+/// One worker thread (the single-threaded event loop) and more subscribers
+/// than the topic's writer serves before it lets other tasks run: every
+/// subscriber gets every message, in order, while sends go on.
+#[tokio::test]
+async fn single_threaded_server_delivers_every_message_to_every_subscriber() {
+    const SUBSCRIBERS: usize = 300;
+    const MESSAGES: i64 = 20;
+    let server = TestServer::start(&["--workers", "1"]);
+    let mut streams = Vec::new();
+    for _ in 0..SUBSCRIBERS {
+        streams.push(server.subscribe("wide", "", SSE).await);
+    }
+    for i in 0..MESSAGES {
+        server.send("wide", "n", json!(i)).await;
+    }
+    for stream in &mut streams {
+        for i in 0..MESSAGES {
+            assert_eq!(stream.expect_message(READ).await["contents"], i);
+        }
+    }
+}
