@@ -217,6 +217,11 @@ pub(crate) struct PubConn {
     stream: Option<TcpStream>,
     buf: Vec<u8>,
     timeout: Duration,
+    /// Room for one `SCM_TIMESTAMPNS` control message.
+    cmsg: Vec<u8>,
+    /// Kernel receive time of the last bytes of the latest response (ns since
+    /// the UNIX epoch), when the kernel gave one.
+    answered_ns: Option<u64>,
     /// Connections opened (1 + reconnects).
     pub(crate) connects: u64,
 }
@@ -229,8 +234,16 @@ impl PubConn {
             stream: None,
             buf: Vec::with_capacity(16 * 1024),
             timeout,
+            cmsg: nix::cmsg_space!(TimeSpec),
+            answered_ns: None,
             connects: 0,
         }
+    }
+
+    /// When the kernel received the end of the latest response: on loopback,
+    /// when the server sent it, however late this process came to read it.
+    pub(crate) fn answered_ns(&self) -> Option<u64> {
+        self.answered_ns
     }
 
     /// Sends one complete request and reads the whole response; returns its status.
@@ -244,6 +257,8 @@ impl PubConn {
                     .await
                     .map_err(|e| format!("connect {}: {e}", self.addr))?;
                 let _ = s.set_nodelay(true);
+                // Without timestamps, answered_ns() is just None.
+                let _ = setsockopt(&s, sockopt::ReceiveTimestampns, &true);
                 self.connects += 1;
                 self.stream = Some(s);
             }
@@ -286,9 +301,12 @@ impl PubConn {
             });
         }
         self.buf.clear();
+        self.answered_ns = None;
         let mut tmp = [0u8; 8192];
+        let cmsg = &mut self.cmsg;
+        let answered = &mut self.answered_ns;
         let head = loop {
-            let n = read_some(stream, &mut tmp).await?;
+            let n = read_some(stream, &mut tmp, cmsg, answered).await?;
             if n == 0 {
                 return Err(if self.buf.is_empty() {
                     Exchange::ClosedEarly
@@ -311,7 +329,7 @@ impl PubConn {
             .feed(&self.buf[head.len..], &mut |_| {})
             .map_err(|e| Exchange::Failed(e.into()))?;
         while !done {
-            let n = read_some(stream, &mut tmp).await?;
+            let n = read_some(stream, &mut tmp, cmsg, answered).await?;
             if n == 0 {
                 if until_close {
                     return Ok((head.status, true));
@@ -331,13 +349,25 @@ enum Exchange {
     Failed(String),
 }
 
-async fn read_some(stream: &TcpStream, buf: &mut [u8]) -> Result<usize, Exchange> {
+/// One read of a response; `stamp` becomes the kernel's receive time of what
+/// it read, when there is one.
+async fn read_some(
+    stream: &TcpStream,
+    buf: &mut [u8],
+    cmsg: &mut [u8],
+    stamp: &mut Option<u64>,
+) -> Result<usize, Exchange> {
     loop {
         if let Err(e) = stream.readable().await {
             return Err(Exchange::Failed(format!("read: {e}")));
         }
-        match stream.try_read(buf) {
-            Ok(n) => return Ok(n),
+        match stream.try_io(Interest::READABLE, || recv_stamped(stream, buf, cmsg)) {
+            Ok((n, arrival_ns)) => {
+                if arrival_ns.is_some() {
+                    *stamp = arrival_ns;
+                }
+                return Ok(n);
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(0),
             Err(e) => return Err(Exchange::Failed(format!("read: {e}"))),
