@@ -258,8 +258,8 @@ async fn write_stream(socket: Arc<TcpStream>, response: Response) {
     let _ = socket2::SockRef::from(&*socket).shutdown(std::net::Shutdown::Write);
 }
 
-/// Writes all of `bytes`, waiting while the socket is full. Shared with the
-/// hub's writer, so it goes through `&TcpStream`.
+/// Writes all of `bytes`, waiting while the socket is full. The socket is
+/// shared with the hub's writer, so this goes through `&TcpStream`.
 async fn write_all(socket: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
         match socket.try_write(bytes) {
