@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 use ssehub::protocol::schema::SchemaKind;
 
 store_tests! {
@@ -131,16 +131,7 @@ async fn flood(server: &TestServer, channel: &str, n: u64, size: usize) -> usize
                 let mut acked = Vec::new();
                 for i in (1..=n).filter(|i| i % FLOOD_SENDERS == sender) {
                     let body = json!({"name": "flood", "contents": {"i": i, "pad": pad}});
-                    let response = client
-                        .post(&url)
-                        .header("content-type", "application/json")
-                        .body(body.to_string())
-                        .timeout(REQUEST)
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(response.status(), 201, "send {i}");
-                    let value: Value = response.json().await.unwrap();
+                    let value = post_message(&client, &url, &body, &format!("send {i}")).await;
                     acked.push((seq_of(value["id"].as_str().unwrap()), i));
                 }
                 acked

@@ -311,16 +311,7 @@ store_tests! {
             async move {
                 for i in 1..=N {
                     let body = json!({"name": "seam", "contents": {"i": i}});
-                    let response = client
-                        .post(&url)
-                        .header("content-type", "application/json")
-                        .body(body.to_string())
-                        .timeout(REQUEST)
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(response.status(), 201);
-                    let value: Value = response.json().await.unwrap();
+                    let value = post_message(&client, &url, &body, "seam").await;
                     let id = value["id"].as_str().unwrap().to_owned();
                     assert_eq!(seq_of(&id), i);
                     let _ = progress_tx.send(id);

@@ -482,15 +482,7 @@ async fn file_retention_by_count_keeps_the_file_bounded() {
                 tokio::spawn(async move {
                     for k in 0..250u64 {
                         let body = json!({"name": "fill", "contents": {"s": sender, "k": k, "pad": pad}});
-                        let response = client
-                            .post(&url)
-                            .header("content-type", "application/json")
-                            .body(body.to_string())
-                            .timeout(REQUEST)
-                            .send()
-                            .await
-                            .unwrap();
-                        assert_eq!(response.status(), 201);
+                        post_message(&client, &url, &body, "fill").await;
                     }
                 })
             })

@@ -121,15 +121,7 @@ store_tests! {
             async move {
                 for i in 1..=300u64 {
                     let body = json!({"name": "bulk", "contents": {"i": i, "pad": "p".repeat((i % 7 * 300) as usize)}});
-                    let response = client
-                        .post(&url)
-                        .header("content-type", "application/json")
-                        .body(body.to_string())
-                        .timeout(REQUEST)
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(response.status(), 201);
+                    post_message(&client, &url, &body, "bulk").await;
                 }
             }
         });

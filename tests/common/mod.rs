@@ -37,6 +37,24 @@ pub(crate) const STARTUP: Duration = Duration::from_secs(10);
 pub(crate) const READ: Duration = Duration::from_secs(5);
 /// Deadline of one plain HTTP request.
 pub(crate) const REQUEST: Duration = Duration::from_secs(10);
+
+/// POSTs `body` (a send request) to a messages `url` with `client`, asserts 201
+/// (`what` names the send in the failure) and returns the answer. For tasks
+/// that send concurrently and so cannot borrow the [`TestServer`].
+pub(crate) async fn post_message(client: &reqwest::Client, url: &str, body: &Value, what: &str) -> Value {
+    let response = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .timeout(REQUEST)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let value = json_body(response).await;
+    assert_eq!(status, StatusCode::CREATED, "{what}: {value}");
+    value
+}
 /// The `Accept` header every EventSource sends.
 pub(crate) const SSE: &[(&str, &str)] = &[("accept", "text/event-stream")];
 /// No extra header.
