@@ -240,3 +240,44 @@ async fn single_threaded_server_delivers_every_message_to_every_subscriber() {
         }
     }
 }
+
+/// A subscription that does not take the direct path (a `GET` carrying a
+/// `Content-Length`, so it is served through hyper and has no socket to lend
+/// to its channel's writer) is woken and pulls: it still gets every message.
+#[tokio::test]
+async fn a_stream_served_through_hyper_gets_every_message() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start(&[]);
+    let mut socket = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    let request =
+        "GET /channels/pulled/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nContent-Length: 0\r\n\r\n";
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    read_until(&mut socket, &mut received, ": ssehub stream open").await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(server.send_id("pulled", json!(i)).await);
+    }
+    for id in ids {
+        read_until(&mut socket, &mut received, &format!("id: {id}\n")).await;
+    }
+}
+
+/// Reads raw bytes until `wanted` is among them (within [`READ`]).
+async fn read_until(socket: &mut tokio::net::TcpStream, received: &mut Vec<u8>, wanted: &str) {
+    use tokio::io::AsyncReadExt;
+    let found = tokio::time::timeout(READ, async {
+        while !String::from_utf8_lossy(received).contains(wanted) {
+            let mut chunk = [0u8; 4096];
+            let n = socket.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "stream closed early: {}", String::from_utf8_lossy(received));
+            received.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+    assert!(
+        found.is_ok(),
+        "no {wanted:?} in {:?}",
+        String::from_utf8_lossy(received)
+    );
+}

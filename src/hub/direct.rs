@@ -174,6 +174,10 @@ impl Slot {
     /// Writes what is new for this slot; false when the stream goes back to
     /// its own task.
     fn deliver(&self, topic: &Topic, state: &mut SlotState, now: Instant) -> bool {
+        let Some(outlet) = &state.outlet else {
+            // A pulled stream: its task reads the ring itself once woken.
+            return !topic.holds_after(state.next);
+        };
         loop {
             match topic.take(state.next, MAX_CHUNK, self.viewer.as_ref()) {
                 Take::UpToDate | Take::Empty => return true,
@@ -182,31 +186,26 @@ impl Slot {
                 Take::Frames {
                     chunk: Some(chunk),
                     next,
-                } => {
-                    let Some(outlet) = &state.outlet else {
-                        return false; // a pulled stream: its task reads the ring itself
-                    };
-                    match outlet.try_write(&chunk) {
-                        Ok(written) => {
-                            state.next = next;
-                            state.delivered_at = Some(now);
-                            if written < chunk.len() {
-                                state.leftover = Some(chunk.slice(written..));
-                                return false;
-                            }
-                        }
-                        Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                            state.next = next;
-                            state.delivered_at = Some(now);
-                            state.leftover = Some(chunk);
-                            return false;
-                        }
-                        Err(_) => {
-                            state.failed = true;
+                } => match outlet.try_write(&chunk) {
+                    Ok(written) => {
+                        state.next = next;
+                        state.delivered_at = Some(now);
+                        if written < chunk.len() {
+                            state.leftover = Some(chunk.slice(written..));
                             return false;
                         }
                     }
-                }
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                        state.next = next;
+                        state.delivered_at = Some(now);
+                        state.leftover = Some(chunk);
+                        return false;
+                    }
+                    Err(_) => {
+                        state.failed = true;
+                        return false;
+                    }
+                },
             }
         }
     }
