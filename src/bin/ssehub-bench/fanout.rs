@@ -47,7 +47,7 @@ struct PubShared {
     post_hist: Histogram,
     /// At a fixed rate: how long the server's answer to the previous POST held
     /// each POST back past its due time, ns (0 when it did not).
-    send_lag_hist: Histogram,
+    held_hist: Histogram,
 }
 
 /// Runs the scenario and returns (result JSON, whether it is correct).
@@ -136,7 +136,7 @@ pub(crate) async fn run(env: &Env, scenario: &str, spec: &Spec) -> (serde_json::
         errors: AtomicU64::new(0),
         lag_wait_ns: AtomicU64::new(0),
         post_hist: Histogram::new(),
-        send_lag_hist: Histogram::new(),
+        held_hist: Histogram::new(),
     });
 
     let paths: Arc<Vec<Vec<u8>>> = Arc::new(channels.iter().map(|c| env.publ.render(c).into_bytes()).collect());
@@ -316,7 +316,7 @@ pub(crate) async fn run(env: &Env, scenario: &str, spec: &Spec) -> (serde_json::
     let stamp_refused = shared.stamp_refused.load(Relaxed);
     let arrival_lat = (stamped > 0).then(|| shared.arrival_hist.summary_ms());
     let post_lat = ps.post_hist.summary_ms();
-    let send_lag = (spec.rate > 0.0).then(|| ps.send_lag_hist.summary_ms());
+    let held = (spec.rate > 0.0).then(|| ps.held_hist.summary_ms());
     let deliveries_per_s = delivered as f64 / delivery_s.max(1e-9);
     let posts_per_s = ok_posts as f64 / publish_s.max(1e-9);
     let lag_wait_s = ps.lag_wait_ns.load(Relaxed) as f64 / 1e9;
@@ -337,7 +337,7 @@ pub(crate) async fn run(env: &Env, scenario: &str, spec: &Spec) -> (serde_json::
         post_lat.p99,
         if lag_wait_s > 0.0 { format!(", waited {lag_wait_s:.2} s for slow subscribers") } else { String::new() }
     );
-    if let Some(lag) = &send_lag {
+    if let Some(lag) = &held {
         println!(
             "  POSTs held past their due time by the server's previous answer: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms (counted in their latency)",
             lag.p50, lag.p99, lag.max
@@ -428,7 +428,7 @@ pub(crate) async fn run(env: &Env, scenario: &str, spec: &Spec) -> (serde_json::
         } else {
             figures.push(fig("messages/s achieved", posts_per_s, "median"));
             figures.push(fig("POST latency p99 ms", post_lat.p99, "median"));
-            figures.push(fig_opt("POST held past due p99 ms", send_lag.map(|l| l.p99), "median"));
+            figures.push(fig_opt("POST held past due p99 ms", held.map(|l| l.p99), "median"));
         }
     }
     figures.push(fig_opt("server CPU s", server_cpu_s, "median"));
@@ -450,7 +450,7 @@ pub(crate) async fn run(env: &Env, scenario: &str, spec: &Spec) -> (serde_json::
         "post_errors": post_errors,
         "posts_per_s": posts_per_s,
         "post_latency_ms": post_lat,
-        "send_lag_ms": send_lag,
+        "held_past_due_ms": held,
         "expected": expected,
         "delivered": delivered,
         "drained": drained,
@@ -571,7 +571,7 @@ async fn publisher(
             if let Some(answered) = http.answered_ns() {
                 held = answered.saturating_sub(due_ns.max(prev_sent_ns));
             }
-            ps.send_lag_hist.record(held);
+            ps.held_hist.record(held);
             if due > now {
                 tokio::time::sleep_until(due.into()).await;
             }
