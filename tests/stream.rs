@@ -281,3 +281,35 @@ async fn read_until(socket: &mut tokio::net::TcpStream, received: &mut Vec<u8>, 
         String::from_utf8_lossy(received)
     );
 }
+
+/// Streams that end while parked with their channel's writer give their
+/// sockets back at once, even on a channel that stays open and quiet (no
+/// writer pass comes to prune them, and more streams stay parked than end, so
+/// the list is not pruned on the way either).
+#[tokio::test]
+async fn sockets_of_streams_closed_while_parked_are_released() {
+    let server = TestServer::start(&[]);
+    let open_files = || std::fs::read_dir(format!("/proc/{}/fd", server.pid())).unwrap().count();
+    let mut staying = Vec::new();
+    for _ in 0..60 {
+        staying.push(server.subscribe("quiet", "", SSE).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = open_files();
+    let mut streams = Vec::new();
+    for _ in 0..50 {
+        streams.push(server.subscribe("quiet", "", SSE).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await; // all parked
+    assert!(open_files() >= before + 50, "the streams are open");
+    drop(streams);
+    let deadline = tokio::time::Instant::now() + READ;
+    while open_files() > before + 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} files open, {before} before the 50 streams",
+            open_files()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
