@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, StoreChoice};
-use crate::http::{routes, serve_connection, Api};
+use crate::http::{routes, serve_connection, Api, ApiState};
 use crate::hub::{Fanout, Hub, HubSettings};
 use crate::protocol::schema::{SchemaError, Schemas};
 use crate::store::{FileStore, MemoryStore, RedisStore, Retention, Store, StoreError};
@@ -78,14 +78,14 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         client_idle_seconds: config.client_idle,
     };
     let hub = Hub::new(settings, Arc::clone(&access), fanout, Arc::clone(&store), stop.clone());
-    let api = Api {
+    let api = Api::new(ApiState {
         hub: hub.clone(),
         access: Arc::clone(&access),
         body_limit: config.body_limit as usize,
         max_timeout: Duration::from_secs(config.max_timeout),
         static_dir: config.static_dir.clone(),
         demo: config.demo,
-    };
+    });
     let service = warp::service(routes(api));
     let tasks = TaskTracker::new();
     tasks.spawn(maintain(hub.clone(), stop.clone()));

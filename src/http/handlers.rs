@@ -179,13 +179,27 @@ where
     read_limited(headers, body, limit).await
 }
 
-/// `application/json`, with or without parameters, or any `application/*+json`.
+/// `application/json`, with or without parameters, or any `application/*+json`
+/// (compared without allocating: this runs on every send).
 fn is_json(content_type: Option<&HeaderValue>) -> bool {
     let Some(value) = content_type.and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = value.split(';').next().unwrap_or("").trim();
+    let Some(subtype) = strip_prefix_ignore_case(essence, "application/") else {
+        return false;
+    };
+    subtype.eq_ignore_ascii_case("json")
+        || subtype.len() > "+json".len()
+            && subtype
+                .get(subtype.len() - "+json".len()..)
+                .is_some_and(|suffix| suffix.eq_ignore_ascii_case("+json"))
+}
+
+/// `text` without `prefix`, compared ignoring ASCII case.
+fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = text.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix).then(|| &text[prefix.len()..])
 }
 
 /// Reads the body, refusing it as soon as it is known to exceed `limit`: from
@@ -202,13 +216,28 @@ where
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(ApiError::BodyTooLarge { limit });
     }
+    let unreadable = |e: warp::Error| ProtocolError::InvalidJson(format!("the body could not be read: {e}"));
+    // The usual body arrives whole, in one chunk: kept as it is, not copied.
+    let Some(first) = body.next().await else {
+        return Ok(Bytes::new());
+    };
+    let mut first = first.map_err(unreadable)?;
+    if first.remaining() > limit {
+        return Err(ApiError::BodyTooLarge { limit });
+    }
+    let Some(second) = body.next().await else {
+        return Ok(first.copy_to_bytes(first.remaining()));
+    };
     let mut buffer = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit as u64) as usize);
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| ProtocolError::InvalidJson(format!("the body could not be read: {e}")))?;
+    buffer.put(first);
+    let mut next = Some(second);
+    while let Some(chunk) = next {
+        let chunk = chunk.map_err(unreadable)?;
         if buffer.len() + chunk.remaining() > limit {
             return Err(ApiError::BodyTooLarge { limit });
         }
         buffer.put(chunk);
+        next = body.next().await;
     }
     Ok(buffer.freeze())
 }
@@ -279,4 +308,37 @@ fn event_stream(mut response: Response) -> Response {
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_media_types() {
+        let is = |text: &str| is_json(Some(&HeaderValue::from_str(text).unwrap()));
+        for yes in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            " application/json ;x=y",
+            "application/vnd.api+json",
+            "application/merge-patch+JSON",
+        ] {
+            assert!(is(yes), "{yes}");
+        }
+        for no in [
+            "application/jsonx",
+            "application/+json",
+            "application/",
+            "text/json",
+            "text/plain",
+            "json",
+            "",
+            "applicationjson",
+        ] {
+            assert!(!is(no), "{no}");
+        }
+        assert!(!is_json(None));
+    }
 }

@@ -8,6 +8,7 @@ mod error;
 mod filters;
 mod handlers;
 
+use std::ops::Deref;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,9 +19,28 @@ use crate::hub::Hub;
 pub(crate) use connection::serve_connection;
 pub(crate) use filters::routes;
 
-/// What the handlers need: the hub and the request limits.
+/// What the handlers need, as one reference count: the routes clone it for
+/// every request, so a clone must not copy (or a drop free) anything.
 #[derive(Debug, Clone)]
-pub(crate) struct Api {
+pub(crate) struct Api(Arc<ApiState>);
+
+impl Api {
+    pub(crate) fn new(state: ApiState) -> Self {
+        Api(Arc::new(state))
+    }
+}
+
+impl Deref for Api {
+    type Target = ApiState;
+
+    fn deref(&self) -> &ApiState {
+        &self.0
+    }
+}
+
+/// The hub and the request limits.
+#[derive(Debug)]
+pub(crate) struct ApiState {
     pub(crate) hub: Hub,
     /// Keys, policies, CORS origins.
     pub(crate) access: Arc<Access>,

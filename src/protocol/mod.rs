@@ -71,12 +71,21 @@ pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
     body: &[u8],
     kind: schema::SchemaKind,
 ) -> Result<T, ProtocolError> {
+    let value = validated(body, kind)?;
+    // The schema has accepted the shape, so this cannot fail; map it anyway
+    // rather than trusting two descriptions of the same rule to agree.
+    serde_json::from_value(value).map_err(|e| ProtocolError::InvalidJson(e.to_string()))
+}
+
+/// Parses `body` as JSON and validates it against `kind`.
+///
+/// # Errors
+/// [`ProtocolError::InvalidJson`] or [`ProtocolError::SchemaViolation`].
+pub(crate) fn validated(body: &[u8], kind: schema::SchemaKind) -> Result<serde_json::Value, ProtocolError> {
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| ProtocolError::InvalidJson(e.to_string()))?;
     schema::Schemas::get()
         .validate(kind, &value)
         .map_err(|v| ProtocolError::SchemaViolation(kind.file_name(), v))?;
-    // The schema has accepted the shape, so this cannot fail; map it anyway
-    // rather than trusting two descriptions of the same rule to agree.
-    serde_json::from_value(value).map_err(|e| ProtocolError::InvalidJson(e.to_string()))
+    Ok(value)
 }
