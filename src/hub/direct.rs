@@ -173,40 +173,103 @@ impl Slot {
 
     /// Writes what is new for this slot; false when the stream goes back to
     /// its own task.
-    fn deliver(&self, topic: &Topic, state: &mut SlotState, now: Instant) -> bool {
-        let Some(outlet) = &state.outlet else {
+    fn deliver(&self, topic: &Topic, state: &mut SlotState, now: Instant, newest: &mut Option<Newest>) -> bool {
+        // Taken out for the duration (a move, not a reference count), so the
+        // rest of the state can change while writing to it.
+        let Some(outlet) = state.outlet.take() else {
             // A pulled stream: its task reads the ring itself once woken.
             return !topic.holds_after(state.next);
         };
+        let stays = self.deliver_to(outlet.as_ref(), topic, state, now, newest);
+        state.outlet = Some(outlet);
+        stays
+    }
+
+    fn deliver_to(
+        &self,
+        outlet: &dyn Outlet,
+        topic: &Topic,
+        state: &mut SlotState,
+        now: Instant,
+        newest: &mut Option<Newest>,
+    ) -> bool {
+        let public = self.viewer.is_none();
+        if let Some(shared) = newest.as_ref().filter(|shared| public && shared.from == state.next) {
+            return match shared.chunk.clone() {
+                Some(chunk) => sent(state, outlet.try_write(&chunk), chunk, shared.next, now),
+                None => {
+                    state.next = shared.next;
+                    true
+                }
+            };
+        }
+        let from = state.next;
+        let mut first = None;
+        let mut takes = 0;
         loop {
             match topic.take(state.next, MAX_CHUNK, self.viewer.as_ref()) {
-                Take::UpToDate | Take::Empty => return true,
-                Take::Behind => return false,
-                Take::Frames { chunk: None, next } => state.next = next,
-                Take::Frames {
-                    chunk: Some(chunk),
-                    next,
-                } => match outlet.try_write(&chunk) {
-                    Ok(written) => {
-                        state.next = next;
-                        state.delivered_at = Some(now);
-                        if written < chunk.len() {
-                            state.leftover = Some(chunk.slice(written..));
-                            return false;
+                Take::UpToDate | Take::Empty => {
+                    if public && takes == 1 {
+                        if let Some((chunk, next)) = first {
+                            *newest = Some(Newest { from, chunk, next });
                         }
                     }
-                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    return true;
+                }
+                Take::Behind => return false,
+                Take::Frames { chunk, next } => {
+                    takes += 1;
+                    if takes == 1 {
+                        first = Some((chunk.clone(), next));
+                    }
+                    let Some(chunk) = chunk else {
                         state.next = next;
-                        state.delivered_at = Some(now);
-                        state.leftover = Some(chunk);
+                        continue;
+                    };
+                    if !sent(state, outlet.try_write(&chunk), chunk, next, now) {
                         return false;
                     }
-                    Err(_) => {
-                        state.failed = true;
-                        return false;
-                    }
-                },
+                }
             }
+        }
+    }
+}
+
+/// What one take from the ring gave a subscriber that sees only public
+/// messages, kept for the rest of the pass: the others at the same position
+/// get the same bytes without locking the ring again (twice) each.
+struct Newest {
+    /// The position the take started at.
+    from: u64,
+    /// The frames (`None`: all were direct messages to others).
+    chunk: Option<Bytes>,
+    /// The position after them; the ring held nothing newer then. A push since
+    /// has kicked the writer again, so the next pass delivers it.
+    next: u64,
+}
+
+/// Records the direct write of `chunk` (the frames up to `next`); false when
+/// the stream goes back to its own task.
+fn sent(state: &mut SlotState, result: io::Result<usize>, chunk: Bytes, next: u64, now: Instant) -> bool {
+    match result {
+        Ok(written) => {
+            state.next = next;
+            state.delivered_at = Some(now);
+            if written < chunk.len() {
+                state.leftover = Some(chunk.slice(written..));
+                return false;
+            }
+            true
+        }
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+            state.next = next;
+            state.delivered_at = Some(now);
+            state.leftover = Some(chunk);
+            false
+        }
+        Err(_) => {
+            state.failed = true;
+            false
         }
     }
 }
@@ -224,12 +287,13 @@ pub(crate) async fn run_writer(topic: Weak<Topic>, kick: Arc<Notify>) {
         };
         let mut kept = Vec::with_capacity(slots.len());
         let mut now = Instant::now();
+        let mut newest = None;
         for (done, slot) in slots.drain(..).enumerate() {
             if done > 0 && done % PASS_SLICE == 0 {
                 tokio::task::yield_now().await;
                 now = Instant::now();
             }
-            if pass_one(&topic, &slot, now) {
+            if pass_one(&topic, &slot, now, &mut newest) {
                 kept.push(slot);
             }
         }
@@ -243,13 +307,13 @@ pub(crate) async fn run_writer(topic: Weak<Topic>, kick: Arc<Notify>) {
 }
 
 /// Delivers to one slot; false when it leaves the list.
-fn pass_one(topic: &Topic, slot: &Slot, now: Instant) -> bool {
+fn pass_one(topic: &Topic, slot: &Slot, now: Instant, newest: &mut Option<Newest>) -> bool {
     let mut state = lock(&slot.state);
     if !state.parked {
         state.listed = false;
         return false;
     }
-    if slot.deliver(topic, &mut state, now) {
+    if slot.deliver(topic, &mut state, now, newest) {
         return true;
     }
     state.parked = false;
