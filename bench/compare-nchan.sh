@@ -3,7 +3,7 @@
 # module) on loopback, alternating, several repetitions, and prints one
 # Markdown table of medians with the ratio ssehub/Nchan.
 #
-#   bench/compare-nchan.sh [--quick] [--reps N] [--seconds S] [--out DIR] [--only REGEX]
+#   bench/compare-nchan.sh [--quick] [--reps N] [--seconds S] [--out DIR] [--only REGEX] [--floor]
 #
 #   --quick      ~1-minute smoke run with small sizes (1 repetition unless --reps)
 #   --reps N     repetitions of every scenario per server (default 3)
@@ -11,6 +11,10 @@
 #   --out DIR    where results.txt, bench.log and table.md go
 #                (default /tmp/ssehub-bench-YYYYmmdd-HHMMSS)
 #   --only RE    run only the scenarios whose label matches the regex
+#   --floor      also run the fixed-rate fanout scenarios against `ssehub-bench
+#                floor`, the cheapest possible server (one write per delivery,
+#                nothing else): a third column showing what the kernel alone
+#                costs per delivery on this machine (adds ~4 minutes)
 #
 # Environment: SSEHUB_BIN and BENCH_BIN (both) use prebuilt binaries instead
 # of `cargo build --release`; QUIET_MAX (default 10) is how many seconds a run
@@ -29,6 +33,7 @@ REPS=""
 SECONDS_FIXED=15
 OUT=""
 ONLY=""
+FLOOR=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --quick) QUICK=1 ;;
@@ -36,7 +41,8 @@ while [[ $# -gt 0 ]]; do
     --seconds) SECONDS_FIXED="$2"; shift ;;
     --out) OUT="$2"; shift ;;
     --only) ONLY="$2"; shift ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    --floor) FLOOR=1 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -141,6 +147,22 @@ start_ssehub() {
   MEASURE_PID=$SERVER_PID
   SUB_URL="http://127.0.0.1:$PORT/channels/{channel}/events?timeout=3600"
   PUB_URL="http://127.0.0.1:$PORT/channels/{channel}/messages"
+}
+
+# start_floor: the yardstick server (see src/bin/ssehub-bench/floor.rs).
+start_floor() {
+  : >"$WORK/floor.out"
+  taskset -c 0 "$BENCH" floor --listen 127.0.0.1:0 >"$WORK/floor.out" 2>>"$OUT/floor.stderr" &
+  SERVER_PID=$!
+  for _ in $(seq 1 200); do
+    grep -q 'listening on' "$WORK/floor.out" && break
+    sleep 0.05
+  done
+  PORT=$(sed -n 's#.*listening on http://127\.0\.0\.1:\([0-9]*\).*#\1#p' "$WORK/floor.out" | head -1)
+  [[ -n "$PORT" ]] || { echo "the floor server did not start" >&2; exit 1; }
+  MEASURE_PID=$SERVER_PID
+  SUB_URL="http://127.0.0.1:$PORT/sub/{channel}"
+  PUB_URL="http://127.0.0.1:$PORT/pub/{channel}"
 }
 
 # write_nginx_conf PORT DIR
@@ -282,6 +304,8 @@ run_case() {
   wait_quiet
   if [[ "$server" == "ssehub" ]]; then
     if [[ "$kind" == "resume" ]]; then start_ssehub --history-size 20000; else start_ssehub; fi
+  elif [[ "$server" == "floor" ]]; then
+    start_floor
   else
     start_nchan "$kind"
   fi
@@ -338,6 +362,7 @@ for rep in $(seq 1 "$REPS"); do
     if [[ -n "$ONLY" ]] && ! [[ "$label" =~ $ONLY ]]; then continue; fi
     # Alternate which server goes first.
     if (( rep % 2 == 1 )); then order=(ssehub Nchan); else order=(Nchan ssehub); fi
+    if [[ $FLOOR -eq 1 && "$scenario" == "fanout" && "$label" == *"/s"* ]]; then order+=(floor); fi
     for server in "${order[@]}"; do
       # shellcheck disable=SC2086
       run_case "$server" "$label" "$scenario" $opts
@@ -351,7 +376,13 @@ ELAPSED=$(( $(date +%s) - STARTED_AT ))
   echo "ssehub $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$( (cd "$ROOT" && [[ -n "$(git status --porcelain 2>/dev/null)" ]]) && echo ' (with uncommitted changes)'), $(nginx -v 2>&1 | sed 's/.*: //') + nchan $(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null || echo '?')"
   echo "servers pinned to CPU 0, load generator to CPU 1; medians of $REPS run(s) per server; run took ${ELAPSED} s"
   echo
-  "$BENCH" table --servers ssehub,Nchan "$RESULTS"
+  if [[ $FLOOR -eq 1 ]]; then
+    echo "floor: \`ssehub-bench floor\`, one write per delivery and nothing else (see bench/README.md)"
+    echo
+    "$BENCH" table --servers ssehub,Nchan,floor "$RESULTS"
+  else
+    "$BENCH" table --servers ssehub,Nchan "$RESULTS"
+  fi
 } >"$OUT/table.md"
 echo
 cat "$OUT/table.md"

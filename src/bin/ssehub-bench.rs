@@ -5,7 +5,9 @@
 //! (deliveries, latency, loss at a fixed rate or at saturation), `publish`
 //! (POSTs per second) and `resume` (replay after a reconnection with
 //! Last-Event-ID). Each prints readable lines and one `RESULT {json}` line;
-//! `table` turns RESULT lines of several runs into a Markdown table.
+//! `table` turns RESULT lines of several runs into a Markdown table; `floor`
+//! serves as the cheapest possible fan-out server, the yardstick for the
+//! kernel's cost per delivery.
 //!
 //! HTTP/1.1 is written by hand over tokio sockets; the SSE parser works on the
 //! read buffer without copying whole frames. The publisher puts an object
@@ -27,6 +29,8 @@ use clap::{Args, Parser, Subcommand};
 mod conn;
 #[path = "ssehub-bench/fanout.rs"]
 mod fanout;
+#[path = "ssehub-bench/floor.rs"]
+mod floor;
 #[path = "ssehub-bench/hist.rs"]
 mod hist;
 #[path = "ssehub-bench/hold.rs"]
@@ -73,6 +77,9 @@ enum Command {
     Table(TableArgs),
     /// Prints a free TCP port on 127.0.0.1 (for scripts).
     FreePort,
+    /// Serves as the cheapest possible fan-out server (one write per delivery,
+    /// nothing else): the yardstick for what the kernel costs per delivery.
+    Floor(FloorArgs),
     /// Internal: one process of a multi-process hold.
     #[command(hide = true)]
     HoldChild(HoldChildArgs),
@@ -263,6 +270,13 @@ struct ResumeArgs {
 }
 
 #[derive(Args, Debug)]
+struct FloorArgs {
+    /// Address to listen on; port 0 picks a free one (printed).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: String,
+}
+
+#[derive(Args, Debug)]
 struct TableArgs {
     /// Files holding RESULT lines.
     #[arg(required = true)]
@@ -439,6 +453,15 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("ssehub-bench: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::Floor(a) => {
+            return match floor::run(&a.listen) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ssehub-bench floor: {e}");
                     ExitCode::FAILURE
                 }
             };
