@@ -132,35 +132,33 @@ wait_port() {
   return 1
 }
 
-# start_ssehub [extra ssehub options]
-start_ssehub() {
-  : >"$WORK/ssehub.out"
-  taskset -c 0 "$SSEHUB" --listen 127.0.0.1:0 --log warn "$@" \
-    >"$WORK/ssehub.out" 2>>"$OUT/ssehub.stderr" &
+# launch NAME COMMAND...: starts COMMAND pinned to CPU 0 and waits for its
+# "listening on http://127.0.0.1:PORT" line; sets SERVER_PID, MEASURE_PID, PORT.
+launch() {
+  local name="$1"
+  shift
+  : >"$WORK/$name.out"
+  taskset -c 0 "$@" >"$WORK/$name.out" 2>>"$OUT/$name.stderr" &
   SERVER_PID=$!
   for _ in $(seq 1 200); do
-    grep -q 'listening on' "$WORK/ssehub.out" && break
+    grep -q 'listening on' "$WORK/$name.out" && break
     sleep 0.05
   done
-  PORT=$(sed -n 's#.*listening on http://127\.0\.0\.1:\([0-9]*\).*#\1#p' "$WORK/ssehub.out" | head -1)
-  [[ -n "$PORT" ]] || { echo "ssehub did not start" >&2; cat "$OUT/ssehub.stderr" >&2; exit 1; }
+  PORT=$(sed -n 's#.*listening on http://127\.0\.0\.1:\([0-9]*\).*#\1#p' "$WORK/$name.out" | head -1)
+  [[ -n "$PORT" ]] || { echo "$name did not start" >&2; cat "$OUT/$name.stderr" >&2; exit 1; }
   MEASURE_PID=$SERVER_PID
+}
+
+# start_ssehub [extra ssehub options]
+start_ssehub() {
+  launch ssehub "$SSEHUB" --listen 127.0.0.1:0 --log warn "$@"
   SUB_URL="http://127.0.0.1:$PORT/channels/{channel}/events?timeout=3600"
   PUB_URL="http://127.0.0.1:$PORT/channels/{channel}/messages"
 }
 
 # start_floor: the yardstick server (see src/bin/ssehub-bench/floor.rs).
 start_floor() {
-  : >"$WORK/floor.out"
-  taskset -c 0 "$BENCH" floor --listen 127.0.0.1:0 >"$WORK/floor.out" 2>>"$OUT/floor.stderr" &
-  SERVER_PID=$!
-  for _ in $(seq 1 200); do
-    grep -q 'listening on' "$WORK/floor.out" && break
-    sleep 0.05
-  done
-  PORT=$(sed -n 's#.*listening on http://127\.0\.0\.1:\([0-9]*\).*#\1#p' "$WORK/floor.out" | head -1)
-  [[ -n "$PORT" ]] || { echo "the floor server did not start" >&2; exit 1; }
-  MEASURE_PID=$SERVER_PID
+  launch floor "$BENCH" floor --listen 127.0.0.1:0
   SUB_URL="http://127.0.0.1:$PORT/sub/{channel}"
   PUB_URL="http://127.0.0.1:$PORT/pub/{channel}"
 }
