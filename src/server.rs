@@ -86,7 +86,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         static_dir: config.static_dir.clone(),
         demo: config.demo,
     });
-    let service = warp::service(routes(api));
+    let service = warp::service(routes(api.clone()));
     let tasks = TaskTracker::new();
     tasks.spawn(maintain(hub.clone(), stop.clone()));
 
@@ -97,7 +97,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
                     let _ = stream.set_nodelay(true);
-                    tasks.spawn(serve_connection(stream, service.clone(), Arc::clone(&access), stop.clone()));
+                    tasks.spawn(serve_connection(stream, service.clone(), api.clone(), stop.clone()));
                 }
                 Err(error) => {
                     // Typically EMFILE: back off instead of spinning.
