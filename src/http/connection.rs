@@ -230,7 +230,7 @@ async fn serve_send(
 async fn read_head(stream: &mut TcpStream, head: &mut BytesMut, body_limit: usize) -> Head {
     loop {
         if !head.is_empty() {
-            if let Some(kind) = sort(head, body_limit) {
+            if let Some(kind) = sort_head(head, body_limit) {
                 return kind;
             }
             if head.len() >= HEAD_LIMIT {
@@ -249,7 +249,7 @@ async fn read_head(stream: &mut TcpStream, head: &mut BytesMut, body_limit: usiz
 /// What a connection's buffer starts with; `None` while the head is
 /// incomplete. Not async, so that the parser's header array lives on the
 /// stack for the call, not in every connection's future for its lifetime.
-fn sort(head: &[u8], body_limit: usize) -> Option<Head> {
+fn sort_head(head: &[u8], body_limit: usize) -> Option<Head> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     let length = match parsed.parse(head) {
@@ -325,7 +325,13 @@ fn send_request(parsed: &httparse::Request<'_, '_>, head_len: usize, body_limit:
             if body_len.is_some() {
                 return None;
             }
-            let text = std::str::from_utf8(header.value).ok()?;
+            // Digits only (`parse` would also take a sign): anything else is
+            // for hyper to refuse.
+            let digits = header.value;
+            if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let text = std::str::from_utf8(digits).ok()?;
             body_len = Some(text.parse::<usize>().ok().filter(|len| *len <= body_limit)?);
         }
         headers.append(name, HeaderValue::from_bytes(header.value).ok()?);
@@ -591,6 +597,43 @@ mod tests {
         let mut parsed = httparse::Request::new(&mut headers);
         assert!(parsed.parse(raw).unwrap().is_complete());
         events_request(&parsed)
+    }
+
+    fn send(raw: &[u8]) -> Option<SendHead> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut headers);
+        let length = match parsed.parse(raw).unwrap() {
+            httparse::Status::Complete(length) => length,
+            httparse::Status::Partial => panic!("incomplete head"),
+        };
+        send_request(&parsed, length, 100)
+    }
+
+    #[test]
+    fn only_plain_sends_are_answered_here() {
+        let head = "POST /channels/c/messages HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 7\r\n\r\n";
+        let accepted = send(head.as_bytes()).unwrap();
+        assert_eq!(accepted.channel, "c");
+        assert_eq!(accepted.body_len, 7);
+        assert_eq!(accepted.head_len, head.len());
+        assert_eq!(accepted.headers["content-type"], "application/json");
+        assert!(send(b"POST /channels/c/messages?x=1 HTTP/1.1\r\nContent-Length: 0\r\n\r\n").is_some());
+        for refused in [
+            "GET /channels/c/messages HTTP/1.1\r\nContent-Length: 7\r\n\r\n",
+            "POST /channels/c/messages HTTP/1.0\r\nContent-Length: 7\r\n\r\n",
+            "POST /channels/c/clients HTTP/1.1\r\nContent-Length: 7\r\n\r\n",
+            "POST /channels//messages HTTP/1.1\r\nContent-Length: 7\r\n\r\n",
+            "POST /channels/c/messages/x HTTP/1.1\r\nContent-Length: 7\r\n\r\n",
+            "POST /channels/c/messages HTTP/1.1\r\n\r\n",
+            "POST /channels/c/messages HTTP/1.1\r\nContent-Length: 101\r\n\r\n",
+            "POST /channels/c/messages HTTP/1.1\r\nContent-Length: +7\r\n\r\n",
+            "POST /channels/c/messages HTTP/1.1\r\nContent-Length: 7\r\nContent-Length: 7\r\n\r\n",
+            "POST /channels/c/messages HTTP/1.1\r\nContent-Length: 7\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST /channels/c/messages HTTP/1.1\r\nContent-Length: 7\r\nExpect: 100-continue\r\n\r\n",
+            "POST /channels/c/messages HTTP/1.1\r\nContent-Length: 7\r\nConnection: close\r\n\r\n",
+        ] {
+            assert!(send(refused.as_bytes()).is_none(), "{refused}");
+        }
     }
 
     #[test]
