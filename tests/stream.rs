@@ -49,6 +49,8 @@ store_tests! {
         );
         assert_eq!(stream.header("cache-control"), "no-store");
         assert_eq!(stream.header("x-accel-buffering"), "no");
+        let date = stream.header("date");
+        assert!(date.ends_with(" GMT") && date.len() == 29, "date {date:?}");
         // Flushed at once: it arrives although nothing was sent on the channel.
         stream.expect_preamble(2000).await;
         assert_eq!(

@@ -195,7 +195,7 @@ async fn next_head(stream: &mut TcpStream, buffer: &mut BytesMut, body_limit: us
 /// in: a send whose body was read is always answered). What follows the body
 /// stays in `buffer`.
 async fn serve_send(
-    stream: &TcpStream,
+    stream: &mut TcpStream,
     buffer: &mut BytesMut,
     api: &Api,
     send: SendHead,
@@ -205,12 +205,8 @@ async fn serve_send(
     let read = async {
         while buffer.len() < total {
             buffer.reserve(total - buffer.len());
-            stream.readable().await?;
-            match stream.try_read_buf(buffer) {
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(_) => {}
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                Err(error) => return Err(error),
+            if stream.read_buf(buffer).await? == 0 {
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
             }
         }
         Ok(())
@@ -271,18 +267,24 @@ fn sort_head(head: &[u8], body_limit: usize) -> Option<Head> {
     Some(events_request(&parsed).map_or(Head::Other, |request| Head::Events(Box::new(request))))
 }
 
+/// The channel of a request target `/channels/{channel}/{route}[?…]` (the
+/// shape warp's `path!` matches: the segment as sent, not empty), or `None`.
+fn channel_route<'a>(target: &'a str, route: &str) -> Option<&'a str> {
+    let path = target.split('?').next().unwrap_or(target);
+    let mut segments = path.strip_prefix('/')?.split('/');
+    match (segments.next(), segments.next(), segments.next(), segments.next()) {
+        (Some("channels"), Some(channel), Some(last), None) if last == route && !channel.is_empty() => Some(channel),
+        _ => None,
+    }
+}
+
 /// The request, when it is a body-less `GET /channels/{channel}/events[?…]`.
 fn events_request(parsed: &httparse::Request<'_, '_>) -> Option<Request<Empty<Bytes>>> {
     if parsed.method != Some("GET") {
         return None;
     }
     let target = parsed.path?;
-    let path = target.split('?').next().unwrap_or(target);
-    let mut segments = path.strip_prefix('/')?.split('/');
-    let shape = (segments.next(), segments.next(), segments.next(), segments.next());
-    if !matches!(shape, (Some("channels"), Some(channel), Some("events"), None) if !channel.is_empty()) {
-        return None;
-    }
+    channel_route(target, "events")?;
     let version = match parsed.version {
         Some(1) => Version::HTTP_11,
         _ => Version::HTTP_10,
@@ -303,17 +305,7 @@ fn send_request(parsed: &httparse::Request<'_, '_>, head_len: usize, body_limit:
     if parsed.method != Some("POST") || parsed.version != Some(1) {
         return None;
     }
-    let target = parsed.path?;
-    let path = target.split('?').next().unwrap_or(target);
-    let mut segments = path.strip_prefix('/')?.split('/');
-    let (Some("channels"), Some(channel), Some("messages"), None) =
-        (segments.next(), segments.next(), segments.next(), segments.next())
-    else {
-        return None;
-    };
-    if channel.is_empty() {
-        return None;
-    }
+    let channel = channel_route(parsed.path?, "messages")?;
     let mut headers = HeaderMap::with_capacity(parsed.headers.len());
     let mut body_len = None;
     for header in parsed.headers.iter() {

@@ -47,6 +47,12 @@ pub trait Outlet: Send + Sync + 'static {
     fn try_write(&self, bytes: &[u8]) -> io::Result<usize>;
 }
 
+impl std::fmt::Debug for dyn Outlet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Outlet")
+    }
+}
+
 /// One subscriber's place in its topic's direct delivery.
 pub(crate) struct Slot {
     state: Mutex<SlotState>,
@@ -209,7 +215,7 @@ impl Slot {
         loop {
             match topic.take(state.next, MAX_CHUNK, self.viewer.as_ref()) {
                 Take::UpToDate | Take::Empty => {
-                    if public && takes == 1 {
+                    if takes == 1 {
                         if let Some((chunk, next)) = first {
                             *newest = Some(Newest { from, chunk, next });
                         }
@@ -219,7 +225,7 @@ impl Slot {
                 Take::Behind => return false,
                 Take::Frames { chunk, next } => {
                     takes += 1;
-                    if takes == 1 {
+                    if public && takes == 1 {
                         first = Some((chunk.clone(), next));
                     }
                     let Some(chunk) = chunk else {
@@ -280,7 +286,7 @@ pub(crate) async fn run_writer(topic: Weak<Topic>, kick: Arc<Notify>) {
     loop {
         kick.notified().await;
         let Some(topic) = topic.upgrade() else { return };
-        let mut slots = {
+        let slots = {
             let mut parked = lock(&topic.parked);
             parked.stale = 0;
             std::mem::take(&mut parked.slots)
@@ -288,7 +294,7 @@ pub(crate) async fn run_writer(topic: Weak<Topic>, kick: Arc<Notify>) {
         let mut kept = Vec::with_capacity(slots.len());
         let mut now = Instant::now();
         let mut newest = None;
-        for (done, slot) in slots.drain(..).enumerate() {
+        for (done, slot) in slots.into_iter().enumerate() {
             if done > 0 && done % PASS_SLICE == 0 {
                 tokio::task::yield_now().await;
                 now = Instant::now();

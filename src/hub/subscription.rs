@@ -30,7 +30,7 @@ use crate::sse;
 use crate::store::{ClientRecord, History};
 
 /// What a subscriber asks for.
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct SubscribeRequest {
     /// The resume position (from `Last-Event-ID` or `lastEventId`), as sent.
     pub last_event_id: Option<String>,
@@ -42,17 +42,6 @@ pub struct SubscribeRequest {
     /// The socket the stream is written to, when the caller lets the topic's
     /// writer use it directly; without one, the stream is only ever pulled.
     pub outlet: Option<Arc<dyn Outlet>>,
-}
-
-impl std::fmt::Debug for SubscribeRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SubscribeRequest")
-            .field("last_event_id", &self.last_event_id)
-            .field("timeout", &self.timeout)
-            .field("client", &self.client)
-            .field("outlet", &self.outlet.is_some())
-            .finish()
-    }
 }
 
 /// Holds one stream's place in the hub's counts and in its client's stream
@@ -310,7 +299,8 @@ fn from_oldest(
 
 /// What woke a waiting subscriber.
 enum Wake {
-    Pushed,
+    /// The topic's writer gave the stream back (or there is more to pull).
+    HandedBack,
     Timer,
     Shutdown,
     Removed,
@@ -371,7 +361,7 @@ async fn step(state: &mut State) -> Option<Bytes> {
             _ = hub.shared.shutdown.cancelled() => Wake::Shutdown,
             _ = state.removed.cancelled() => Wake::Removed,
             _ = state.interrupted.cancelled() => Wake::Interrupted,
-            () = state.slot.handed_back() => Wake::Pushed,
+            () = state.slot.handed_back() => Wake::HandedBack,
             _ = state.timer.as_mut() => Wake::Timer,
         };
         let back = state.slot.unpark();
@@ -388,7 +378,7 @@ async fn step(state: &mut State) -> Option<Bytes> {
             return Some(rest); // the end of a chunk the writer began
         }
         match wake {
-            Wake::Pushed => continue,
+            Wake::HandedBack => continue,
             Wake::Shutdown => {
                 state.done = true;
                 return Some(Bytes::from_static(sse::SHUTDOWN));

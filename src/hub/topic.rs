@@ -266,6 +266,6 @@ impl Topic {
 impl Drop for Topic {
     /// The writer ends with its topic.
     fn drop(&mut self) {
-        self.kick.notify_one();
+        self.kick();
     }
 }
