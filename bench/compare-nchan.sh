@@ -81,7 +81,7 @@ if [[ -n "${SSEHUB_BIN:-}" && -n "${BENCH_BIN:-}" ]]; then
   BENCH="$BENCH_BIN"
 else
   echo "== cargo build --release"
-  (cd "$ROOT" && cargo build --release --quiet --bin ssehub --bin ssehub-bench)
+  (cd "$ROOT" && cargo build --release --quiet -p ssehub -p ssehub-bench)
   TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
   SSEHUB="$TARGET_DIR/release/ssehub"
   BENCH="$TARGET_DIR/release/ssehub-bench"
@@ -156,7 +156,7 @@ start_ssehub() {
   PUB_URL="http://127.0.0.1:$PORT/channels/{channel}/messages"
 }
 
-# start_floor: the yardstick server (see src/bin/ssehub-bench/floor.rs).
+# start_floor: the yardstick server (see bench/src/floor.rs).
 start_floor() {
   launch floor "$BENCH" floor --listen 127.0.0.1:0
   SUB_URL="http://127.0.0.1:$PORT/sub/{channel}"

@@ -27,7 +27,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 if [[ -n "${SSEHUB_BIN:-}" && -n "${BENCH_BIN:-}" ]]; then
   SSEHUB="$SSEHUB_BIN"; BENCH="$BENCH_BIN"
 else
-  (cd "$ROOT" && cargo build --release --quiet --bin ssehub --bin ssehub-bench)
+  (cd "$ROOT" && cargo build --release --quiet -p ssehub -p ssehub-bench)
   SSEHUB="${CARGO_TARGET_DIR:-$ROOT/target}/release/ssehub"
   BENCH="${CARGO_TARGET_DIR:-$ROOT/target}/release/ssehub-bench"
 fi

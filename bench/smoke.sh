@@ -21,7 +21,7 @@ if [[ -n "${SSEHUB_BIN:-}" && -n "${BENCH_BIN:-}" ]]; then
 else
   flags=()
   [[ $PROFILE == release ]] && flags=(--release)
-  (cd "$ROOT" && cargo build --quiet "${flags[@]}" --bin ssehub --bin ssehub-bench)
+  (cd "$ROOT" && cargo build --quiet "${flags[@]}" -p ssehub -p ssehub-bench)
   TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
   SSEHUB="$TARGET_DIR/$PROFILE/ssehub"
   BENCH="$TARGET_DIR/$PROFILE/ssehub-bench"

@@ -13,7 +13,7 @@ use crate::protocol::ChannelName;
 
 /// Who may open a stream on a channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Subscribers {
+pub(crate) enum Subscribers {
     /// Anyone; a token, when given, must still be valid.
     Anyone,
     /// Only registered clients of the channel (with their private token), and publishers.
@@ -22,7 +22,7 @@ pub enum Subscribers {
 
 /// Who may send to a channel: any combination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Senders {
+pub(crate) struct Senders {
     /// Holders of a publisher key.
     pub publishers: bool,
     /// Registered clients of the channel, with their private token.
@@ -33,7 +33,7 @@ pub struct Senders {
 
 /// What applies to one channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Policy {
+pub(crate) struct Policy {
     /// Who may subscribe (and read presence).
     pub subscribe: Subscribers,
     /// Who may send.
@@ -193,7 +193,7 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 
 /// The access configuration of a server.
 #[derive(Debug, Clone, Default)]
-pub struct Access {
+pub(crate) struct Access {
     keys: Vec<Secret>,
     rules: Vec<PolicyRule>,
     cors_origins: Vec<String>,
@@ -202,7 +202,7 @@ pub struct Access {
 impl Access {
     /// Access with these keys, policy rules (first match wins) and CORS origins
     /// (`*` allows every origin).
-    pub fn new(keys: Vec<Secret>, rules: Vec<PolicyRule>, cors_origins: Vec<String>) -> Self {
+    pub(crate) fn new(keys: Vec<Secret>, rules: Vec<PolicyRule>, cors_origins: Vec<String>) -> Self {
         Access {
             keys,
             rules,
@@ -212,12 +212,12 @@ impl Access {
 
     /// True when no publisher key is configured: requests without credentials
     /// then count as a publisher's (the server only allows this on loopback).
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         self.keys.is_empty()
     }
 
     /// Whether `token` is one of the publisher keys.
-    pub fn is_publisher_key(&self, token: &str) -> bool {
+    pub(crate) fn is_publisher_key(&self, token: &str) -> bool {
         // Check every key, so the time taken does not tell which one matched.
         self.keys.iter().fold(false, |found, key| {
             same_secret(key.0.as_bytes(), token.as_bytes()) | found
@@ -225,7 +225,7 @@ impl Access {
     }
 
     /// The policy of `channel`.
-    pub fn policy(&self, channel: &ChannelName) -> Policy {
+    pub(crate) fn policy(&self, channel: &ChannelName) -> Policy {
         self.rules
             .iter()
             .find(|rule| glob_matches(&rule.pattern, channel.as_str()))
@@ -233,7 +233,7 @@ impl Access {
     }
 
     /// Whether a browser page from `origin` may call the API.
-    pub fn allows_origin(&self, origin: &str) -> bool {
+    pub(crate) fn allows_origin(&self, origin: &str) -> bool {
         self.cors_origins
             .iter()
             .any(|allowed| allowed == "*" || allowed.eq_ignore_ascii_case(origin))

@@ -17,7 +17,7 @@ use crate::access::{Access, PolicyRule, Secret};
     about = "Server-Sent Events pub/sub hub",
     args_conflicts_with_subcommands = true
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
@@ -32,7 +32,7 @@ enum Command {
 
 impl Cli {
     /// The configuration to serve with, whether `serve` was written or not.
-    pub fn into_config(self) -> Config {
+    pub(crate) fn into_config(self) -> Config {
         match self.command {
             Some(Command::Serve(config)) => config,
             None => self.config,
@@ -170,8 +170,9 @@ pub struct Config {
     pub client_idle: u64,
 
     /// Serve the demo backend routes (`/demo/login`, `/demo/logout`, `/demo/feed`,
-    /// acting on `demo-*` channels only) even though publisher keys are configured.
-    /// Without keys (local open mode) they are always on. Never on a public server.
+    /// acting on `demo-*` channels only, which announce presence) even though
+    /// publisher keys are configured. Without keys (local open mode) they are
+    /// always on. Never on a public server.
     #[arg(long, env = "SSEHUB_DEMO")]
     pub demo: bool,
 
@@ -186,11 +187,18 @@ impl Config {
         Cli::parse().into_config()
     }
 
-    /// Checks the rules that span several options.
+    /// Checks everything that can be checked before serving: the rules that
+    /// span several options, and the access configuration ([`Config::access`]).
     ///
     /// # Errors
-    /// A message naming the options that disagree.
-    pub fn validate(&self) -> Result<(), String> {
+    /// A message naming the options that disagree, or what is wrong with the keys.
+    pub fn check(&self) -> Result<(), String> {
+        self.validate()?;
+        self.access().map(drop)
+    }
+
+    /// Checks the rules that span several options.
+    fn validate(&self) -> Result<(), String> {
         if self.timeout > self.max_timeout {
             return Err(format!(
                 "--timeout ({}) must not exceed --max-timeout ({})",
@@ -206,7 +214,7 @@ impl Config {
     /// # Errors
     /// An unreadable or invalid keys file, or no key on a non-loopback address
     /// without `--allow-open`.
-    pub fn access(&self) -> Result<Access, String> {
+    pub(crate) fn access(&self) -> Result<Access, String> {
         for key in &self.publisher_keys {
             key.check()
                 .map_err(|e| format!("--publisher-key / SSEHUB_PUBLISHER_KEYS: {e}"))?;
@@ -232,11 +240,25 @@ impl Config {
                 self.listen
             ));
         }
-        Ok(Access::new(keys, self.policies.clone(), self.cors_origins.clone()))
+        // The demo's rule comes after the operator's: the first match wins.
+        #[cfg(feature = "demo")]
+        let policies = (self.policies.iter().cloned())
+            .chain(self.serves_demo(keys.is_empty()).then(crate::demo::presence_rule))
+            .collect();
+        #[cfg(not(feature = "demo"))]
+        let policies = self.policies.clone();
+        Ok(Access::new(keys, policies, self.cors_origins.clone()))
+    }
+
+    /// Whether the demo backend is served: `--demo` given, or no publisher
+    /// key configured (`open`).
+    #[cfg(feature = "demo")]
+    pub(crate) fn serves_demo(&self, open: bool) -> bool {
+        self.demo || open
     }
 
     /// `history_age` as a duration.
-    pub fn history_age(&self) -> Duration {
+    pub(crate) fn history_age(&self) -> Duration {
         Duration::from_secs(self.history_age)
     }
 }
@@ -258,7 +280,7 @@ mod tests {
         let bad = Cli::try_parse_from(["ssehub", "--timeout", "10", "--max-timeout", "5"])
             .unwrap()
             .into_config();
-        assert!(bad.validate().is_err());
+        assert!(bad.check().is_err());
         let file = Cli::try_parse_from(["ssehub", "--store", "file:/tmp/x.redb"])
             .unwrap()
             .into_config();

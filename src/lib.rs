@@ -6,35 +6,47 @@
 //! back with its last id gets what it missed. The wire contract is in
 //! `protocol/` (prose, JSON Schemas, OpenAPI); this crate enforces it.
 //!
+//! The public API is what an embedder needs: [`run`] the server on a bound
+//! listener with a [`Config`], and the [`schema`]s of the contract to check
+//! what it says. Everything else is internal.
+//!
 //! The modules follow the data flow, outside in:
 //!
 //! | module | role |
 //! |---|---|
-//! | [`server`] | `run(listener, config, shutdown)`: connections, tasks, graceful stop |
-//! | `http` | routes, handlers, and the one mapping of errors to HTTP answers |
-//! | [`protocol`] | wire types (channel names, ids, bodies) validated against `protocol/*.schema.json` |
-//! | [`hub`] | publish, subscribe: resume position, replay, live fan-out, heartbeats, timeouts |
-//! | [`store`] | the [`store::Store`] trait and the in-memory store: ids, history, retention |
-//! | [`sse`] | SSE frame encoding, once per message |
-//! | [`access`] | publisher keys, per-channel policies, CORS origins |
-//! | [`config`] | flags and `SSEHUB_*` environment variables |
+//! | `server` | [`run`]`(listener, config, shutdown)`: the store, the accept loop, every task, graceful stop |
+//! | `http` | the connection task, routes, handlers, and the one mapping of errors to HTTP answers |
+//! | `protocol` | wire types (channel names, ids, bodies) validated against `protocol/*.schema.json` |
+//! | `hub` | publish, subscribe: resume position, replay, live fan-out, heartbeats, timeouts |
+//! | `store` | the message log and the client registry: memory, file (redb) and Redis stores |
+//! | `sse` | SSE frame encoding, once per message |
+//! | `access` | publisher keys, per-channel policies, CORS origins |
+//! | `config` | flags and `SSEHUB_*` environment variables |
+//! | `demo` | the demo backend, an add-on beside the API (cargo feature `demo`, on by default) |
 //!
 //! ```text
 //! POST /channels/{c}/messages → http → protocol (parse + schema) → hub::publish
-//!        → store::append (id, encode once, retain) → fan-out ring + kick the topic's writer
+//!        → store log append (id, encode once, retain) → fan-out ring + kick the topic's writer
 //!        → writer: one non-blocking write per up-to-date subscriber's socket
 //! GET /channels/{c}/events    → http → hub::subscribe: follow, resume position,
-//!        replay from store, then live from the ring → bytes (+ heartbeat, timeout, shutdown);
+//!        replay from the store, then live from the ring → bytes (+ heartbeat, timeout, shutdown);
 //!        parked with the topic's writer while up to date
 //! ```
 
-pub mod access;
-pub mod config;
+mod access;
+mod config;
+#[cfg(feature = "demo")]
 mod demo;
 mod http;
-pub mod hub;
-pub mod protocol;
-pub mod server;
+mod hub;
+mod protocol;
+mod server;
 mod shards;
-pub mod sse;
-pub mod store;
+mod sse;
+mod store;
+
+pub use access::{PolicyRule, Secret};
+pub use config::{Config, StoreChoice};
+pub use protocol::schema;
+pub use server::{run, StartError};
+pub use store::StoreError;

@@ -1,10 +1,12 @@
-//! The `ssehub` binary: configuration, logging, bind, [`ssehub::server::run`].
+//! The `ssehub` binary: configuration, logging, bind, [`ssehub::run`].
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use tokio::net::{TcpListener, TcpSocket};
+use tokio_stream::wrappers::SignalStream;
+use tokio_stream::StreamExt;
 use tracing_subscriber::EnvFilter;
 
 /// Pending connections the kernel queues for us: a burst of reconnecting
@@ -12,7 +14,7 @@ use tracing_subscriber::EnvFilter;
 const LISTEN_BACKLOG: u32 = 4096;
 
 fn main() -> ExitCode {
-    let config = ssehub::config::Config::from_args();
+    let config = ssehub::Config::from_args();
     let runtime = match runtime(config.workers) {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -40,7 +42,7 @@ fn runtime(workers: Option<u16>) -> std::io::Result<tokio::runtime::Runtime> {
     builder.enable_all().build()
 }
 
-async fn serve(config: ssehub::config::Config) -> ExitCode {
+async fn serve(config: ssehub::Config) -> ExitCode {
     let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -48,7 +50,7 @@ async fn serve(config: ssehub::config::Config) -> ExitCode {
         .init();
 
     // Refuse a bad or unsafe configuration before announcing anything.
-    if let Err(error) = config.validate().and_then(|()| config.access().map(drop)) {
+    if let Err(error) = config.check() {
         eprintln!("ssehub: invalid configuration: {error}");
         return ExitCode::FAILURE;
     }
@@ -73,7 +75,7 @@ async fn serve(config: ssehub::config::Config) -> ExitCode {
     println!("ssehub listening on http://{address}");
     let _ = std::io::stdout().flush();
 
-    match ssehub::server::run(listener, config, shutdown).await {
+    match ssehub::run(listener, config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("ssehub: {error}");
@@ -98,12 +100,10 @@ fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
 /// always a graceful stop and never the default action.
 fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
+    let interrupt = SignalStream::new(signal(SignalKind::interrupt())?);
+    let terminate = SignalStream::new(signal(SignalKind::terminate())?);
+    let mut either = interrupt.merge(terminate);
     Ok(async move {
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
-        }
+        either.next().await;
     })
 }

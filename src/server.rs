@@ -1,13 +1,14 @@
 //! The one entry point: [`run`] serves the hub on a bound listener until the
 //! shutdown future completes, then stops gracefully.
 //!
-//! The server owns every connection task (see `http::connection`: event
-//! streams are written directly, other requests go through hyper): each runs
-//! under a [`TaskTracker`] and watches a [`CancellationToken`]. Shutdown is
-//! "signal, then wait": stop accepting, cancel the token (every SSE stream
-//! sends its last comment and ends; hyper finishes in-flight requests and
-//! closes idle keep-alive connections), then wait for the tracked tasks, at
-//! most the grace.
+//! The server owns every task: connection tasks (see `http::connection`:
+//! event streams are written directly, other requests go through hyper), each
+//! topic's writer, the store's listener, maintenance, and the work a closing
+//! stream leaves behind all run under one [`TaskTracker`] and watch one
+//! [`CancellationToken`]. Shutdown is "signal, then wait": stop accepting,
+//! cancel the token (every SSE stream sends its last comment and ends; hyper
+//! finishes in-flight requests and closes idle keep-alive connections), then
+//! wait for the tracked tasks, at most the grace.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,11 +18,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, StoreChoice};
+use crate::config::Config;
 use crate::http::{routes, serve_connection, Api, ApiState};
 use crate::hub::{Fanout, Hub, HubSettings};
 use crate::protocol::schema::{SchemaError, Schemas};
-use crate::store::{FileStore, MemoryStore, RedisStore, Retention, Store, StoreError};
+use crate::store::{self, Retention, StoreError};
 
 /// Messages read from the store per step of a replay or catch-up.
 const REPLAY_BATCH: usize = 1024;
@@ -31,15 +32,15 @@ const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 
 /// How often expired history is dropped and forgotten channels are released,
 /// in expiry ticks.
-const SWEEP_EVERY_TICKS: u32 = 30;
+const SWEEP_EVERY_TICKS: u64 = 30;
 
 /// Serves until `shutdown` completes, then shuts down gracefully.
 ///
 /// # Errors
-/// An invalid configuration or a protocol schema that does not compile; both
-/// are found before anything is served.
+/// An invalid configuration, a protocol schema that does not compile, or a
+/// store that cannot be opened; all are found before anything is served.
 pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
-    config.validate().map_err(StartError::Config)?;
+    config.check().map_err(StartError::Config)?;
     let access = Arc::new(config.access().map_err(StartError::Config)?);
     // Compile the contract once, now, rather than on the first request.
     Schemas::load().map_err(StartError::Schema)?;
@@ -53,22 +54,16 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     }
 
     let stop = CancellationToken::new();
-    let fanout = Fanout::new(config.live_buffer as usize);
+    let tasks = TaskTracker::new();
+    let fanout = Fanout::new(usize::try_from(config.live_buffer).unwrap_or(usize::MAX), tasks.clone());
     let retention = Retention {
-        max_messages: config.history_size as usize,
+        max_messages: usize::try_from(config.history_size).unwrap_or(usize::MAX),
         max_age: config.history_age(),
     };
-    let store: Arc<dyn Store> = match &config.store {
-        StoreChoice::Memory => Arc::new(MemoryStore::new(retention, fanout.clone())),
-        StoreChoice::File(path) => {
-            Arc::new(FileStore::open(path, retention, fanout.clone()).map_err(StartError::Store)?)
-        }
-        StoreChoice::Redis(url) => Arc::new(
-            RedisStore::open(url, retention, fanout.clone())
-                .await
-                .map_err(StartError::Store)?,
-        ),
-    };
+    let store = store::open(&config.store, retention, fanout.clone(), &tasks, &stop)
+        .await
+        .map_err(StartError::Store)?;
+    let kind = store.log.kind();
     let settings = HubSettings {
         retry_ms: config.retry_ms,
         heartbeat: Duration::from_secs(config.heartbeat),
@@ -77,20 +72,31 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         replay_batch: REPLAY_BATCH,
         client_idle_seconds: config.client_idle,
     };
-    let hub = Hub::new(settings, Arc::clone(&access), fanout, Arc::clone(&store), stop.clone());
+    let hub = Hub::new(
+        settings,
+        Arc::clone(&access),
+        fanout,
+        store,
+        tasks.clone(),
+        stop.clone(),
+    );
     let api = Api::new(ApiState {
         hub: hub.clone(),
         access: Arc::clone(&access),
-        body_limit: config.body_limit as usize,
+        body_limit: usize::try_from(config.body_limit).unwrap_or(usize::MAX),
         max_timeout: Duration::from_secs(config.max_timeout),
         static_dir: config.static_dir.clone(),
-        demo: config.demo,
     });
-    let service = warp::service(routes(api.clone()));
-    let tasks = TaskTracker::new();
+    #[cfg(feature = "demo")]
+    let add_on = config
+        .serves_demo(access.is_open())
+        .then(|| crate::demo::routes(hub.clone()));
+    #[cfg(not(feature = "demo"))]
+    let add_on = None;
+    let service = warp::service(routes(api.clone(), add_on));
     tasks.spawn(maintain(hub.clone(), stop.clone()));
 
-    tracing::info!(store = store.kind(), "serving");
+    tracing::info!(store = kind, "serving");
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -113,13 +119,8 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     drop(listener);
     stop.cancel();
     tasks.close();
-    hub.tasks().close();
     let grace = Duration::from_secs(config.shutdown_grace);
-    let drained = async {
-        tasks.wait().await;
-        hub.tasks().wait().await;
-    };
-    if tokio::time::timeout(grace, drained).await.is_err() {
+    if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
         tracing::warn!(
             grace_seconds = config.shutdown_grace,
             "connections still open after the grace period"
@@ -129,10 +130,11 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     Ok(())
 }
 
-/// Expires idle clients every second and sweeps history now and then.
+/// Expires idle clients every second and sweeps history now and then, until
+/// the server stops.
 async fn maintain(hub: Hub, stop: CancellationToken) {
     let mut every = tokio::time::interval(EXPIRE_EVERY);
-    let mut ticks = 0u32;
+    let mut ticks = 0u64;
     loop {
         tokio::select! {
             _ = every.tick() => {
@@ -141,7 +143,7 @@ async fn maintain(hub: Hub, stop: CancellationToken) {
                 }
                 ticks += 1;
                 if ticks.is_multiple_of(SWEEP_EVERY_TICKS) {
-                    if let Err(error) = hub.store().sweep().await {
+                    if let Err(error) = hub.sweep().await {
                         tracing::warn!(%error, "history sweep failed");
                     }
                 }
@@ -152,24 +154,15 @@ async fn maintain(hub: Hub, stop: CancellationToken) {
 }
 
 /// Why the server did not start.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// Options that contradict each other, or an unsafe open configuration.
+    #[error("invalid configuration: {0}")]
     Config(String),
     /// A protocol schema that does not compile.
+    #[error(transparent)]
     Schema(SchemaError),
     /// The store could not be opened.
+    #[error("cannot open the store: {0}")]
     Store(StoreError),
 }
-
-impl std::fmt::Display for StartError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StartError::Config(message) => write!(f, "invalid configuration: {message}"),
-            StartError::Schema(error) => error.fmt(f),
-            StartError::Store(error) => write!(f, "cannot open the store: {error}"),
-        }
-    }
-}
-
-impl std::error::Error for StartError {}

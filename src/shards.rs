@@ -32,7 +32,8 @@ impl<V> Shards<V> {
     pub(crate) fn lock(&self, channel: &ChannelName) -> MutexGuard<'_, Shard<V>> {
         let mut hasher = DefaultHasher::new();
         channel.hash(&mut hasher);
-        lock(&self.shards[hasher.finish() as usize % SHARDS])
+        let index = hasher.finish() % SHARDS as u64;
+        lock(&self.shards[usize::try_from(index).unwrap_or(0)])
     }
 
     /// Each shard in turn, locked one at a time (for sweeps).

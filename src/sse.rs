@@ -11,24 +11,24 @@ use serde::Serialize;
 
 /// Sent to an idle stream every heartbeat interval: a comment, ignored by clients,
 /// that keeps proxies and load balancers from closing the connection.
-pub const HEARTBEAT: &[u8] = b":\n\n";
+pub(crate) const HEARTBEAT: &[u8] = b":\n\n";
 
 /// The last bytes of a stream closed by a server shutdown; the client reconnects.
-pub const SHUTDOWN: &[u8] = b": shutdown\n\n";
+pub(crate) const SHUTDOWN: &[u8] = b": shutdown\n\n";
 
 /// The last bytes of a stream ended because the store's notifications were
 /// interrupted; the client reconnects and resumes from the store.
-pub const INTERRUPTED: &[u8] = b": store connection lost, reconnect\n\n";
+pub(crate) const INTERRUPTED: &[u8] = b": store connection lost, reconnect\n\n";
 
 /// First bytes of every stream: the reconnection delay and a comment, so clients
 /// and proxies see the stream open at once.
-pub fn preamble(retry_ms: u64) -> Bytes {
+pub(crate) fn preamble(retry_ms: u64) -> Bytes {
     Bytes::from(format!("retry: {retry_ms}\n: ssehub stream open\n\n"))
 }
 
 /// A message frame: `id:` and one `data:` line with the envelope, no `event:`
 /// line, so `EventSource.onmessage` fires.
-pub fn message(id: &str, envelope: &[u8]) -> Bytes {
+pub(crate) fn message(id: &str, envelope: &[u8]) -> Bytes {
     debug_assert!(!id.contains(['\r', '\n']));
     debug_assert!(!envelope.contains(&b'\n') && !envelope.contains(&b'\r'));
     let mut frame = BytesMut::with_capacity(id.len() + envelope.len() + 14);
@@ -42,7 +42,7 @@ pub fn message(id: &str, envelope: &[u8]) -> Bytes {
 
 /// A message frame whose envelope `write_data` serialises in place, so the
 /// JSON is written once, into the frame itself.
-pub fn message_with(id: &str, write_data: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+pub(crate) fn message_with(id: &str, write_data: impl FnOnce(&mut Vec<u8>)) -> Bytes {
     debug_assert!(!id.contains(['\r', '\n']));
     let mut frame = Vec::with_capacity(256);
     frame.extend_from_slice(b"id: ");
@@ -57,7 +57,7 @@ pub fn message_with(id: &str, write_data: impl FnOnce(&mut Vec<u8>)) -> Bytes {
 
 /// A named event (`timeout`, `failure`, `gap`) with a JSON body and no id, so
 /// the client's last event id stays that of the last message.
-pub fn event(name: &str, data: &impl Serialize) -> Bytes {
+pub(crate) fn event(name: &str, data: &impl Serialize) -> Bytes {
     debug_assert!(!name.contains(['\r', '\n']));
     let json = serde_json::to_vec(data).expect("frame bodies always serialise");
     let mut frame = BytesMut::with_capacity(name.len() + json.len() + 16);
@@ -70,7 +70,7 @@ pub fn event(name: &str, data: &impl Serialize) -> Bytes {
 }
 
 /// The `data:` value of a single-data-line frame built by [`message`] or [`event`].
-pub fn data_of(frame: &[u8]) -> &[u8] {
+pub(crate) fn data_of(frame: &[u8]) -> &[u8] {
     let start = frame.windows(7).position(|w| w == b"\ndata: ").map_or(0, |at| at + 7);
     let end = frame.len().saturating_sub(2).max(start);
     &frame[start..end]

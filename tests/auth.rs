@@ -12,7 +12,7 @@ use clients_support::*;
 use common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use ssehub::protocol::schema::SchemaKind;
+use ssehub::schema::SchemaKind;
 
 /// Who makes a request.
 #[derive(Debug, Clone, Copy)]
@@ -260,7 +260,7 @@ store_tests! {
         let other = reg(&server, "elsewhere", "alice", None).await;
         for (channel, anonymous_reads) in [("plain", Allowed), ("members-1", Unauthorized)] {
             let alice = reg(&server, channel, "alice", None).await;
-            let rows: [Row; 5] = [
+            let rows: [Row<'_>; 5] = [
                 (
                     Who::Anonymous,
                     Unauthorized,
@@ -350,7 +350,7 @@ store_tests! {
         .await;
         for (channel, anonymous_send) in [("plain", Allowed), ("members-1", Allowed), ("cli-1", Forbidden)] {
             let alice = reg_with(&server, channel, "alice", None, None).await;
-            let rows: [Row; 3] = [
+            let rows: [Row<'_>; 3] = [
                 (Who::Anonymous, anonymous_send, Allowed, Allowed, Allowed, Allowed),
                 (
                     Who::Bad,
@@ -444,7 +444,7 @@ store_tests! {
         for (channel, send, members_only) in table {
             let alice = reg(&server, channel, "alice", None).await;
             let anonymous_reads = if members_only { Unauthorized } else { Allowed };
-            let rows: [Row; 4] = [
+            let rows: [Row<'_>; 4] = [
                 (
                     Who::Anonymous,
                     send[0],

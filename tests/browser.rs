@@ -520,7 +520,7 @@ async fn reconnect_backoff_has_jitter() {
     .unwrap();
     for attempts in &delays {
         for (n, delay) in attempts.iter().enumerate() {
-            let cap = (400.0 * 2f64.powi(n as i32)).min(1600.0);
+            let cap = (400.0 * 2f64.powi(i32::try_from(n).expect("a small count"))).min(1600.0);
             assert!(
                 (20.0..=cap).contains(delay),
                 "attempt {n}: {delay} ms not in 20..={cap}"

@@ -12,7 +12,7 @@ use clients_support::*;
 use common::*;
 use reqwest::Method;
 use serde_json::{json, Value};
-use ssehub::protocol::schema::SchemaKind;
+use ssehub::schema::SchemaKind;
 
 /// Asserts a `400 schema_violation` whose details name `pointer`.
 async fn expect_violation_at(response: reqwest::Response, pointer: &str) {

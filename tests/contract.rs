@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ssehub::protocol::schema::{SchemaKind, Schemas};
+use ssehub::schema::{SchemaKind, Schemas};
 
 fn examples(validity: &str, kind: SchemaKind) -> Vec<PathBuf> {
     let stem = kind.file_name().trim_end_matches(".schema.json");

@@ -180,7 +180,7 @@ async fn actual_requests_carry_cors_headers_for_allowed_origin_only() {
         let json_type = ("content-type", "application/json");
         let public = if origin == APP { "app" } else { "evil" };
         let registration = json!({"public_token": public}).to_string();
-        let requests: Vec<Request> = vec![
+        let requests: Vec<Request<'_>> = vec![
             (Method::GET, "/healthz".into(), anonymous.to_vec(), None, 200),
             (Method::GET, "/channels/c".into(), anonymous.to_vec(), None, 200),
             (Method::GET, "/channels/c/clients".into(), anonymous.to_vec(), None, 200),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
-use ssehub::protocol::schema::SchemaKind;
+use ssehub::schema::SchemaKind;
 
 store_tests! {
     async fn never_used_channel_has_nulls_and_zeros(backend) {

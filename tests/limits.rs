@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::json;
-use ssehub::protocol::schema::SchemaKind;
+use ssehub::schema::SchemaKind;
 
 store_tests! {
     async fn third_subscriber_over_max_subscribers_is_refused(backend) {

@@ -129,7 +129,7 @@ store_tests! {
         loop {
             let frame = stream.expect_non_heartbeat(READ).await;
             if frame.event.is_some() {
-                let failure = frame.control("failure", ssehub::protocol::schema::SchemaKind::Failure);
+                let failure = frame.control("failure", ssehub::schema::SchemaKind::Failure);
                 assert_eq!(failure["code"], "client_removed");
                 stream.expect_end(READ).await;
                 break;

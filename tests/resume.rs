@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
-use ssehub::protocol::schema::SchemaKind;
+use ssehub::schema::SchemaKind;
 
 /// Sends `n` messages with contents 1..=n and returns their ids.
 async fn send_n(server: &TestServer, channel: &str, n: u64) -> Vec<String> {

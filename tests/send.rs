@@ -6,7 +6,7 @@ use bytes::Bytes;
 use common::*;
 use reqwest::Method;
 use serde_json::{json, Value};
-use ssehub::protocol::schema::SchemaKind;
+use ssehub::schema::SchemaKind;
 use std::collections::BTreeSet;
 
 /// A send body of exactly `len` bytes (`len` >= 26).

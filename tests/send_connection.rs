@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
-use ssehub::protocol::schema::SchemaKind;
+use ssehub::schema::SchemaKind;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -77,7 +77,7 @@ impl Connection {
         let headers: Vec<(String, String)> = lines
             .map(|line| {
                 let (name, value) = line.split_once(':').unwrap();
-                (name.trim().to_ascii_lowercase(), value.trim().to_string())
+                (name.trim().to_ascii_lowercase(), value.trim().to_owned())
             })
             .collect();
         let length: usize = headers
@@ -96,7 +96,7 @@ impl Connection {
         let mut chunk = [0u8; 64];
         matches!(
             tokio::time::timeout(READ, self.socket.read(&mut chunk)).await,
-            Ok(Ok(0)) | Ok(Err(_))
+            Ok(Ok(0) | Err(_))
         )
     }
 }
@@ -123,7 +123,7 @@ fn created(answer: &Answer, channel: &str) -> String {
     );
     validate(SchemaKind::SendResponse, &answer.body);
     assert_eq!(answer.body["channel"], channel);
-    answer.body["id"].as_str().unwrap().to_string()
+    answer.body["id"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use serde_json::Value;
-use ssehub::protocol::schema::SchemaKind;
+use ssehub::schema::SchemaKind;
 
 /// Asserts nothing listens on the server's port any more.
 async fn expect_refused(server: &TestServer) {

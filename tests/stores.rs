@@ -22,7 +22,7 @@ use std::time::Duration;
 use common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use ssehub::protocol::schema::SchemaKind;
+use ssehub::schema::SchemaKind;
 use tokio::time::Instant;
 
 /// How long a store outage may take to be noticed, or a recovery to complete.

@@ -122,7 +122,7 @@ store_tests! {
             let url = server.url("/channels/bulk/messages");
             async move {
                 for i in 1..=300u64 {
-                    let body = json!({"name": "bulk", "contents": {"i": i, "pad": "p".repeat((i % 7 * 300) as usize)}});
+                    let body = json!({"name": "bulk", "contents": {"i": i, "pad": "p".repeat(usize::try_from(i % 7 * 300).unwrap())}});
                     post_message(&client, &url, &body, "bulk").await;
                 }
             }

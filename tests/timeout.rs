@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::json;
-use ssehub::protocol::schema::SchemaKind;
+use ssehub::schema::SchemaKind;
 
 /// Reads the timeout frame (skipping heartbeats) and checks it, then the end of the body.
 async fn expect_timeout(stream: &mut SseStream, channel: &str, seconds: u64, within: Duration) {

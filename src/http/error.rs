@@ -35,8 +35,9 @@ pub(crate) enum ApiError {
     Unauthorized(&'static str),
     /// Valid credentials that this channel's policy does not allow here.
     Forbidden(&'static str),
-    /// A request value that is well-formed but over a server limit.
-    OverLimit(Violation),
+    /// A request value that is well-formed but not accepted: over a server
+    /// limit, or not what a route outside the contract expects (the demo's).
+    Invalid(Violation),
     /// A bug: a handler panicked. Logged; the client gets a generic answer.
     Internal,
 }
@@ -69,14 +70,13 @@ impl ApiError {
     pub(crate) fn status(&self) -> StatusCode {
         match self {
             ApiError::Protocol(ProtocolError::InvalidToken(_)) => StatusCode::NOT_FOUND,
-            ApiError::Protocol(_) | ApiError::OverLimit(_) => StatusCode::BAD_REQUEST,
+            ApiError::Protocol(_) | ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
             ApiError::Hub(HubError::Store(_) | HubError::TooManySubscribers(_) | HubError::ShuttingDown) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::Hub(HubError::ClientExists) => StatusCode::CONFLICT,
-            ApiError::Hub(HubError::UnknownClient | HubError::UnknownRecipient) | ApiError::NotFound => {
-                StatusCode::NOT_FOUND
-            }
+            ApiError::Hub(HubError::UnknownClient | HubError::UnknownRecipient | HubError::ClientRemoved)
+            | ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -86,20 +86,14 @@ impl ApiError {
         }
     }
 
-    /// The `code` of `error.schema.json` (and of `failure.schema.json` where it applies).
+    /// The `code` of `error.schema.json` (and of `failure.schema.json` where
+    /// it applies). Layer errors name their own codes, which failure frames
+    /// sent mid-stream use too.
     pub(crate) fn code(&self) -> &'static str {
         match self {
-            ApiError::Protocol(ProtocolError::InvalidChannel(_)) => "invalid_channel",
-            ApiError::Protocol(ProtocolError::InvalidJson(_)) => "invalid_json",
-            ApiError::Protocol(ProtocolError::SchemaViolation(..)) | ApiError::OverLimit(_) => "schema_violation",
-            ApiError::Protocol(ProtocolError::InvalidToken(_)) => "unknown_client",
-            ApiError::Protocol(ProtocolError::InvalidQuery(_)) => "invalid_query",
-            ApiError::Hub(HubError::Store(_)) => "store_unavailable",
-            ApiError::Hub(HubError::TooManySubscribers(_)) => "too_many_subscribers",
-            ApiError::Hub(HubError::ShuttingDown) => "shutting_down",
-            ApiError::Hub(HubError::ClientExists) => "client_exists",
-            ApiError::Hub(HubError::UnknownClient) => "unknown_client",
-            ApiError::Hub(HubError::UnknownRecipient) => "unknown_recipient",
+            ApiError::Protocol(error) => error.code(),
+            ApiError::Hub(error) => error.code(),
+            ApiError::Invalid(_) => "schema_violation",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::BodyTooLarge { .. } => "body_too_large",
@@ -126,7 +120,7 @@ impl ApiError {
             ApiError::BodyTooLarge { limit } => format!("the body is larger than this server's limit of {limit} bytes"),
             ApiError::UnsupportedMediaType => "send the body as JSON with 'Content-Type: application/json'".into(),
             ApiError::Unauthorized(why) | ApiError::Forbidden(why) => (*why).to_owned(),
-            ApiError::OverLimit(violation) => violation.to_string(),
+            ApiError::Invalid(violation) => violation.to_string(),
             ApiError::Internal => "internal error; it has been logged".into(),
         }
     }
@@ -134,7 +128,7 @@ impl ApiError {
     fn details(&self) -> &[Violation] {
         match self {
             ApiError::Protocol(ProtocolError::SchemaViolation(_, v) | ProtocolError::InvalidQuery(v)) => v,
-            ApiError::OverLimit(violation) => std::slice::from_ref(violation),
+            ApiError::Invalid(violation) => std::slice::from_ref(violation),
             _ => &[],
         }
     }
@@ -170,9 +164,4 @@ impl ApiError {
         }
         response
     }
-}
-
-/// The answer to a request whose handler panicked (see `server.rs`).
-pub(crate) fn internal_error() -> Response {
-    ApiError::Internal.into_response()
 }

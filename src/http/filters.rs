@@ -4,19 +4,33 @@
 
 use std::convert::Infallible;
 
+use warp::filters::BoxedFilter;
 use warp::http::{HeaderMap, Method};
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
-use super::connection::EventSocket;
+use super::body::{headers_and_body, Body};
 use super::error::ApiError;
+use super::socket::EventSocket;
 use super::{handlers, Api};
 
+/// Routes an embedder adds beside the API's (the demo backend), tried after
+/// the API's own and before the static files.
+pub(crate) type AddOn = BoxedFilter<(Response,)>;
+
 /// Every route, with unmatched requests answered as JSON 404/405.
-pub(crate) fn routes(api: Api) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+pub(crate) fn routes(
+    api: Api,
+    add_on: Option<AddOn>,
+) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     let static_files = warp::get()
         .and(warp::fs::dir(api.static_dir.clone()))
         .map(Reply::into_response);
+    let add_on = add_on.unwrap_or_else(|| {
+        warp::any()
+            .and_then(|| async { Err(warp::reject::not_found()) })
+            .boxed()
+    });
     healthz(api.clone())
         .or(events(api.clone()))
         .unify()
@@ -28,7 +42,7 @@ pub(crate) fn routes(api: Api) -> impl Filter<Extract = (Response,), Error = Inf
         .unify()
         .or(channel(api.clone()))
         .unify()
-        .or(crate::demo::routes(api))
+        .or(add_on)
         .unify()
         .or(static_files)
         .unify()
@@ -78,13 +92,13 @@ fn events(api: Api) -> impl Filter<Extract = (Response,), Error = Rejection> + C
 
 /// `POST /channels/{channel}/messages`
 fn messages(api: Api) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let limit = api.body_limit;
     warp::path!("channels" / String / "messages")
         .and(warp::method())
-        .and(warp::header::headers_cloned())
-        .and(warp::body::stream())
+        .and(headers_and_body(limit))
         .and(with_api(api))
         .then(
-            |channel: String, method: Method, headers: HeaderMap, body, api: Api| async move {
+            |channel: String, method: Method, headers: HeaderMap, body: Body, api: Api| async move {
                 if method != Method::POST {
                     return ApiError::MethodNotAllowed { allow: "POST" }.into_response();
                 }
@@ -95,13 +109,13 @@ fn messages(api: Api) -> impl Filter<Extract = (Response,), Error = Rejection> +
 
 /// `GET, POST /channels/{channel}/clients`
 fn clients(api: Api) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let limit = api.body_limit;
     warp::path!("channels" / String / "clients")
         .and(warp::method())
-        .and(warp::header::headers_cloned())
-        .and(warp::body::stream())
+        .and(headers_and_body(limit))
         .and(with_api(api))
         .then(
-            |channel: String, method: Method, headers: HeaderMap, body, api: Api| async move {
+            |channel: String, method: Method, headers: HeaderMap, body: Body, api: Api| async move {
                 match method {
                     Method::GET | Method::HEAD => handlers::clients(api, channel, headers).await,
                     Method::POST => handlers::register(api, channel, headers, body).await,

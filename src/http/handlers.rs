@@ -4,24 +4,23 @@
 
 use std::sync::Arc;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use futures::{Stream, StreamExt};
 use serde::Serialize;
-use warp::http::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use warp::http::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
 use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 use warp::Reply;
 
 use super::auth::{bearer, identify, may_manage, may_send, may_watch, Caller};
-use super::connection::EventSocket;
+use super::body::{self, Body};
 use super::error::ApiError;
+use super::socket::EventSocket;
 use super::Api;
 use crate::hub::{ClientView, HubError, Outlet, SubscribeRequest};
 use crate::protocol::schema::Violation;
-use crate::protocol::{ChannelName, Draft, ProtocolError, PublicToken, Registration, Sender, SubscribeQuery};
+use crate::protocol::{ChannelName, Draft, PublicToken, Registration, Sender, SubscribeQuery};
 
 /// Turns a handler's result into the answer: `status` and JSON, or the error.
-fn answer<T: Serialize>(result: Result<T, ApiError>, status: StatusCode) -> Response {
+pub(crate) fn answer<T: Serialize>(result: Result<T, ApiError>, status: StatusCode) -> Response {
     match result {
         Ok(body) => warp::reply::with_status(warp::reply::json(&body), status).into_response(),
         Err(error) => error.into_response(),
@@ -54,17 +53,13 @@ pub(super) async fn channel_info(api: Api, channel: String, headers: HeaderMap) 
     answer(result, StatusCode::OK)
 }
 
-/// `POST /channels/{channel}/messages`
-pub(super) async fn send<S, B>(api: Api, channel: String, headers: HeaderMap, body: S) -> Response
-where
-    S: Stream<Item = Result<B, warp::Error>> + Unpin,
-    B: Buf,
-{
+/// `POST /channels/{channel}/messages`, whichever transport read the body.
+pub(super) async fn send(api: Api, channel: String, headers: HeaderMap, body: Body) -> Response {
     let result = async {
         let channel = ChannelName::parse(&channel)?;
         let caller = identify(&api, &channel, bearer(&headers)).await?;
         may_send(&api.access.policy(&channel), &caller)?;
-        let body = read_json_body(&headers, body, api.body_limit).await?;
+        let body = body::json(&headers, body)?;
         let mut draft = Draft::from_json(&body)?;
         // `from` comes from the credentials only: the schema refuses it in a body.
         if let Caller::Client(client) = caller {
@@ -87,19 +82,15 @@ struct RegisteredBody {
 }
 
 /// `POST /channels/{channel}/clients`
-pub(super) async fn register<S, B>(api: Api, channel: String, headers: HeaderMap, body: S) -> Response
-where
-    S: Stream<Item = Result<B, warp::Error>> + Unpin,
-    B: Buf,
-{
+pub(super) async fn register(api: Api, channel: String, headers: HeaderMap, body: Body) -> Response {
     let result = async {
         let channel = ChannelName::parse(&channel)?;
         may_manage(&identify(&api, &channel, bearer(&headers)).await?)?;
-        let body = read_json_body(&headers, body, api.body_limit).await?;
+        let body = body::json(&headers, body)?;
         let registration = Registration::from_json(&body)?;
         if let Some(seconds) = registration.connection_timeout_seconds {
             if seconds > api.max_timeout.as_secs() {
-                return Err(ApiError::OverLimit(Violation {
+                return Err(ApiError::Invalid(Violation {
                     pointer: "/connection_timeout_seconds".into(),
                     message: format!(
                         "{seconds} is over this server's maximum of {} seconds",
@@ -165,81 +156,6 @@ pub(super) async fn remove_client(api: Api, channel: String, public: String, hea
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(error) => error.into_response(),
     }
-}
-
-/// The checks every JSON body passes: content type (415), then size (413).
-async fn read_json_body<S, B>(headers: &HeaderMap, body: S, limit: usize) -> Result<Bytes, ApiError>
-where
-    S: Stream<Item = Result<B, warp::Error>> + Unpin,
-    B: Buf,
-{
-    if !is_json(headers.get(CONTENT_TYPE)) {
-        return Err(ApiError::UnsupportedMediaType);
-    }
-    read_limited(headers, body, limit).await
-}
-
-/// `application/json`, with or without parameters, or any `application/*+json`
-/// (compared without allocating: this runs on every send).
-fn is_json(content_type: Option<&HeaderValue>) -> bool {
-    let Some(value) = content_type.and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
-    let essence = value.split(';').next().unwrap_or("").trim();
-    let Some(subtype) = strip_prefix_ignore_case(essence, "application/") else {
-        return false;
-    };
-    subtype.eq_ignore_ascii_case("json")
-        || subtype.len() > "+json".len()
-            && subtype
-                .get(subtype.len() - "+json".len()..)
-                .is_some_and(|suffix| suffix.eq_ignore_ascii_case("+json"))
-}
-
-/// `text` without `prefix`, compared ignoring ASCII case.
-fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
-    let head = text.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix).then(|| &text[prefix.len()..])
-}
-
-/// Reads the body, refusing it as soon as it is known to exceed `limit`: from
-/// `Content-Length` before reading anything, or while reading a chunked body.
-async fn read_limited<S, B>(headers: &HeaderMap, mut body: S, limit: usize) -> Result<Bytes, ApiError>
-where
-    S: Stream<Item = Result<B, warp::Error>> + Unpin,
-    B: Buf,
-{
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
-        return Err(ApiError::BodyTooLarge { limit });
-    }
-    let unreadable = |e: warp::Error| ProtocolError::InvalidJson(format!("the body could not be read: {e}"));
-    // The usual body arrives whole, in one chunk: kept as it is, not copied.
-    let Some(first) = body.next().await else {
-        return Ok(Bytes::new());
-    };
-    let mut first = first.map_err(unreadable)?;
-    if first.remaining() > limit {
-        return Err(ApiError::BodyTooLarge { limit });
-    }
-    let Some(second) = body.next().await else {
-        return Ok(first.copy_to_bytes(first.remaining()));
-    };
-    let mut buffer = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit as u64) as usize);
-    buffer.put(first);
-    let mut next = Some(second);
-    while let Some(chunk) = next {
-        let chunk = chunk.map_err(unreadable)?;
-        if buffer.len() + chunk.remaining() > limit {
-            return Err(ApiError::BodyTooLarge { limit });
-        }
-        buffer.put(chunk);
-        next = body.next().await;
-    }
-    Ok(buffer.freeze())
 }
 
 /// `GET /channels/{channel}/events`
@@ -308,37 +224,4 @@ fn event_stream(mut response: Response) -> Response {
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn json_media_types() {
-        let is = |text: &str| is_json(Some(&HeaderValue::from_str(text).unwrap()));
-        for yes in [
-            "application/json",
-            "Application/JSON",
-            "application/json; charset=utf-8",
-            " application/json ;x=y",
-            "application/vnd.api+json",
-            "application/merge-patch+JSON",
-        ] {
-            assert!(is(yes), "{yes}");
-        }
-        for no in [
-            "application/jsonx",
-            "application/+json",
-            "application/",
-            "text/json",
-            "text/plain",
-            "json",
-            "",
-            "applicationjson",
-        ] {
-            assert!(!is(no), "{no}");
-        }
-        assert!(!is_json(None));
-    }
 }

@@ -1,12 +1,31 @@
-//! The HTTP face of the hub: routes ([`filters`]), what each does ([`handlers`])
-//! and how failures are answered ([`error`]).
+//! The HTTP face of the hub.
+//!
+//! | module | role |
+//! |---|---|
+//! | `connection` | one task per TCP connection: event streams and plain sends answered here, the rest to hyper |
+//! | `head` | which requests the connection task answers itself |
+//! | `wire` | the HTTP/1.1 it writes: keep-alive answers, close-delimited streams |
+//! | `fallback` | hyper's HTTP/1 connection for every other request |
+//! | `guard` | CORS preflight, the panic net and CORS headers around every answer |
+//! | `socket` | the event stream's socket, lent to the hub for direct delivery |
+//! | `filters` | the routes (warp) |
+//! | `handlers` | what each route does |
+//! | `body` | request bodies, read once within a limit |
+//! | `auth`, `cors` | credentials and policies; cross-origin requests |
+//! | `error` | the one mapping of errors to HTTP answers |
 
 mod auth;
+mod body;
 mod connection;
 mod cors;
 mod error;
+mod fallback;
 mod filters;
+mod guard;
 mod handlers;
+mod head;
+mod socket;
+mod wire;
 
 use std::ops::Deref;
 use std::path::PathBuf;
@@ -18,6 +37,16 @@ use crate::hub::Hub;
 
 pub(crate) use connection::serve_connection;
 pub(crate) use filters::routes;
+
+/// What an add-on's routes (the demo backend) use: the same body reading and
+/// error answers as the API's own.
+#[cfg_attr(not(feature = "demo"), allow(unused_imports))]
+pub(crate) use {
+    body::{headers_and_body, json as json_body, Body},
+    error::ApiError,
+    filters::AddOn,
+    handlers::answer,
+};
 
 /// What the handlers need, as one reference count: the routes clone it for
 /// every request, so a clone must not copy (or a drop free) anything.
@@ -50,6 +79,4 @@ pub(crate) struct ApiState {
     pub(crate) max_timeout: Duration,
     /// Where the demo pages are.
     pub(crate) static_dir: PathBuf,
-    /// `--demo`: serve the demo backend routes even with publisher keys (see `demo.rs`).
-    pub(crate) demo: bool,
 }

@@ -20,13 +20,13 @@
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::topic::{Take, Topic};
+use super::ring::{Ring, Take};
 use crate::protocol::PublicToken;
 use crate::shards::lock;
 
@@ -38,7 +38,7 @@ pub(crate) const MAX_CHUNK: usize = 64 * 1024;
 const PASS_SLICE: usize = 256;
 
 /// Where a stream's bytes go: its socket, written without waiting.
-pub trait Outlet: Send + Sync + 'static {
+pub(crate) trait Outlet: Send + Sync + 'static {
     /// Writes as much of `bytes` as the socket accepts now; `WouldBlock` when it
     /// accepts nothing.
     ///
@@ -87,12 +87,68 @@ pub(crate) struct Back {
     pub(crate) delivered_at: Option<Instant>,
 }
 
-/// A topic's parked slots; the writer takes the list out for its pass.
+/// A topic's direct delivery: the parked slots, and the kick that makes its
+/// writer run a pass over them.
+pub(crate) struct Direct {
+    parked: Mutex<Parked>,
+    /// Shared with the writer task, which waits on it without holding the topic.
+    kick: Arc<Notify>,
+}
+
+/// The parked slots; the writer takes the list out for its pass.
 #[derive(Default)]
-pub(crate) struct Parked {
+struct Parked {
     slots: Vec<Arc<Slot>>,
     /// Slots in `slots` whose stream has ended.
     stale: usize,
+}
+
+impl Direct {
+    pub(crate) fn new() -> Self {
+        Direct {
+            parked: Mutex::new(Parked::default()),
+            kick: Arc::new(Notify::new()),
+        }
+    }
+
+    /// What the writer waits on.
+    pub(crate) fn kicks(&self) -> Arc<Notify> {
+        Arc::clone(&self.kick)
+    }
+
+    /// Makes the writer run a pass (now, or right after the one under way).
+    pub(crate) fn kick(&self) {
+        self.kick.notify_one();
+    }
+
+    /// One pass of the writer: what `ring` holds that is new for each parked
+    /// slot is written to its socket, and slots that cannot take it are
+    /// handed back to their own task.
+    pub(crate) async fn pass(&self, ring: &Ring) {
+        let slots = {
+            let mut parked = lock(&self.parked);
+            parked.stale = 0;
+            std::mem::take(&mut parked.slots)
+        };
+        let mut kept = Vec::with_capacity(slots.len());
+        let mut now = Instant::now();
+        let mut newest = None;
+        for (done, slot) in slots.into_iter().enumerate() {
+            if done > 0 && done % PASS_SLICE == 0 {
+                tokio::task::yield_now().await;
+                now = Instant::now();
+            }
+            if pass_one(ring, &slot, now, &mut newest) {
+                kept.push(slot);
+            }
+        }
+        let mut parked = lock(&self.parked);
+        if parked.slots.is_empty() {
+            parked.slots = kept;
+        } else {
+            parked.slots.append(&mut kept);
+        }
+    }
 }
 
 impl Slot {
@@ -125,8 +181,9 @@ impl Slot {
         self.handed_back.notified().await;
     }
 
-    /// Gives the socket to `topic`'s writer from position `next` on.
-    pub(crate) fn park(self: &Arc<Self>, topic: &Topic, next: u64) {
+    /// Gives the socket to the writer of `direct` (delivering from `ring`)
+    /// from position `next` on.
+    pub(crate) fn park(self: &Arc<Self>, direct: &Direct, ring: &Ring, next: u64) {
         let list = {
             let mut state = lock(&self.state);
             state.parked = true;
@@ -134,12 +191,12 @@ impl Slot {
             !std::mem::replace(&mut state.listed, true)
         };
         if list {
-            lock(&topic.parked).slots.push(Arc::clone(self));
+            lock(&direct.parked).slots.push(Arc::clone(self));
         }
         // A push between the subscriber's last look and now found it not yet
         // parked: make sure a pass runs that sees it.
-        if topic.holds_after(next) {
-            topic.kick();
+        if ring.holds_after(next) {
+            direct.kick();
         }
     }
 
@@ -158,7 +215,7 @@ impl Slot {
 
     /// The stream ended: the writer never touches it again, and its socket is
     /// released now rather than when the topic next prunes its list.
-    pub(crate) fn close(&self, topic: &Topic) {
+    pub(crate) fn close(&self, direct: &Direct) {
         let listed = {
             let mut state = lock(&self.state);
             state.parked = false;
@@ -168,7 +225,7 @@ impl Slot {
         };
         self.closed.store(true, Ordering::Relaxed);
         if listed {
-            let mut parked = lock(&topic.parked);
+            let mut parked = lock(&direct.parked);
             parked.stale += 1;
             if parked.stale * 2 > parked.slots.len() {
                 parked.slots.retain(|slot| !slot.closed.load(Ordering::Relaxed));
@@ -179,14 +236,14 @@ impl Slot {
 
     /// Writes what is new for this slot; false when the stream goes back to
     /// its own task.
-    fn deliver(&self, topic: &Topic, state: &mut SlotState, now: Instant, newest: &mut Option<Newest>) -> bool {
+    fn deliver(&self, ring: &Ring, state: &mut SlotState, now: Instant, newest: &mut Option<Newest>) -> bool {
         // Taken out for the duration (a move, not a reference count), so the
         // rest of the state can change while writing to it.
         let Some(outlet) = state.outlet.take() else {
             // A pulled stream: its task reads the ring itself once woken.
-            return !topic.holds_after(state.next);
+            return !ring.holds_after(state.next);
         };
-        let stays = self.deliver_to(outlet.as_ref(), topic, state, now, newest);
+        let stays = self.deliver_to(outlet.as_ref(), ring, state, now, newest);
         state.outlet = Some(outlet);
         stays
     }
@@ -194,7 +251,7 @@ impl Slot {
     fn deliver_to(
         &self,
         outlet: &dyn Outlet,
-        topic: &Topic,
+        ring: &Ring,
         state: &mut SlotState,
         now: Instant,
         newest: &mut Option<Newest>,
@@ -213,7 +270,7 @@ impl Slot {
         let mut first = None;
         let mut takes = 0;
         loop {
-            match topic.take(state.next, MAX_CHUNK, self.viewer.as_ref()) {
+            match ring.take(state.next, MAX_CHUNK, self.viewer.as_ref()) {
                 Take::UpToDate | Take::Empty => {
                     if takes == 1 {
                         if let Some((chunk, next)) = first {
@@ -280,46 +337,14 @@ fn sent(state: &mut SlotState, result: io::Result<usize>, chunk: Bytes, next: u6
     }
 }
 
-/// The writer of one topic: a pass over the parked slots after every kick,
-/// until the topic is dropped.
-pub(crate) async fn run_writer(topic: Weak<Topic>, kick: Arc<Notify>) {
-    loop {
-        kick.notified().await;
-        let Some(topic) = topic.upgrade() else { return };
-        let slots = {
-            let mut parked = lock(&topic.parked);
-            parked.stale = 0;
-            std::mem::take(&mut parked.slots)
-        };
-        let mut kept = Vec::with_capacity(slots.len());
-        let mut now = Instant::now();
-        let mut newest = None;
-        for (done, slot) in slots.into_iter().enumerate() {
-            if done > 0 && done % PASS_SLICE == 0 {
-                tokio::task::yield_now().await;
-                now = Instant::now();
-            }
-            if pass_one(&topic, &slot, now, &mut newest) {
-                kept.push(slot);
-            }
-        }
-        let mut parked = lock(&topic.parked);
-        if parked.slots.is_empty() {
-            parked.slots = kept;
-        } else {
-            parked.slots.append(&mut kept);
-        }
-    }
-}
-
 /// Delivers to one slot; false when it leaves the list.
-fn pass_one(topic: &Topic, slot: &Slot, now: Instant, newest: &mut Option<Newest>) -> bool {
+fn pass_one(ring: &Ring, slot: &Slot, now: Instant, newest: &mut Option<Newest>) -> bool {
     let mut state = lock(&slot.state);
     if !state.parked {
         state.listed = false;
         return false;
     }
-    if slot.deliver(topic, &mut state, now, newest) {
+    if slot.deliver(ring, &mut state, now, newest) {
         return true;
     }
     state.parked = false;

@@ -23,25 +23,27 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use super::direct::{Outlet, Slot, MAX_CHUNK};
-use super::topic::{Take, Topic};
+use super::resume::{position_after, resume_position};
+use super::ring::Take;
+use super::topic::Topic;
 use super::{Hub, HubError};
-use crate::protocol::{ChannelName, FailureBody, GapBody, GapReason, MessageId, TimeoutBody};
+use crate::protocol::{ChannelName, FailureBody, MessageId, TimeoutBody};
 use crate::sse;
-use crate::store::{ClientRecord, History};
+use crate::store::ClientRecord;
 
 /// What a subscriber asks for.
 #[derive(Debug, Clone, Default)]
-pub struct SubscribeRequest {
+pub(crate) struct SubscribeRequest {
     /// The resume position (from `Last-Event-ID` or `lastEventId`), as sent.
-    pub last_event_id: Option<String>,
+    pub(crate) last_event_id: Option<String>,
     /// The stream's timeout; the client's, else the server default, when `None`.
-    pub timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
     /// The registered client this stream is for (authenticated by its private
     /// token); it then also gets the direct messages addressed to it.
-    pub client: Option<ClientRecord>,
+    pub(crate) client: Option<ClientRecord>,
     /// The socket the stream is written to, when the caller lets the topic's
     /// writer use it directly; without one, the stream is only ever pulled.
-    pub outlet: Option<Arc<dyn Outlet>>,
+    pub(crate) outlet: Option<Arc<dyn Outlet>>,
 }
 
 /// Holds one stream's place in the hub's counts and in its client's stream
@@ -61,7 +63,7 @@ impl Drop for Place {
     fn drop(&mut self) {
         if let Some(topic) = self.topic.take() {
             if let Some(slot) = self.slot.take() {
-                slot.close(&topic);
+                topic.close(&slot);
             }
             if let Some(client) = self.client.take() {
                 topic.unwatch_client(&client.public_token);
@@ -82,7 +84,7 @@ impl Hub {
     /// A stream of `client` closed: count it, and announce the client gone
     /// when that was its last stream.
     async fn detach(&self, channel: &ChannelName, client: &ClientRecord) {
-        match self.shared.store.detach(channel, &client.public_token).await {
+        match self.shared.store.clients.detach(channel, &client.public_token).await {
             Ok(true) => self.announce(channel, "client.disconnected", client).await,
             Ok(false) => {}
             Err(error) => tracing::warn!(%channel, %error, "could not count a closed stream"),
@@ -144,7 +146,7 @@ pub(super) async fn open(
     let removed = match &request.client {
         Some(client) => {
             let removed = topic.watch_client(&client.public_token);
-            match shared.store.attach(&channel, &client.public_token).await {
+            match shared.store.clients.attach(&channel, &client.public_token).await {
                 Ok(Some(first)) => {
                     place.client = Some(client.clone());
                     if first {
@@ -219,82 +221,18 @@ impl<S: Stream> Stream for Exclusive<S> {
 pub(super) fn failure_only(retry_ms: u64, code: &str, message: &str) -> Bytes {
     let mut bytes = BytesMut::new();
     bytes.put_slice(&sse::preamble(retry_ms));
-    bytes.put_slice(&sse::event("failure", &FailureBody { code, message }));
+    bytes.put_slice(&failure_frame(code, message));
     bytes.freeze()
 }
 
-/// Where a new stream starts, and the gap frame to send first when the asked
-/// position cannot be honoured in full. Without a resume position, a stream
-/// starts live, or for a registered client right after its registration.
-async fn resume_position(
-    hub: &Hub,
-    channel: &ChannelName,
-    last_event_id: Option<&str>,
-    registered_after: Option<u64>,
-) -> Result<(u64, Option<Bytes>), HubError> {
-    let store = &hub.shared.store;
-    let head = store.read(channel, 0, 0).await?;
-    let Some(raw) = last_event_id.filter(|raw| !raw.is_empty()) else {
-        return Ok(match registered_after {
-            Some(after) => position_after(
-                hub,
-                channel,
-                &head,
-                after,
-                &MessageId {
-                    epoch: store.epoch(),
-                    seq: after,
-                }
-                .to_string(),
-            ),
-            None => (head.last_seq + 1, None),
-        });
-    };
-    let reason = match MessageId::parse(raw) {
-        None => GapReason::UnknownId,
-        Some(id) if id.epoch != store.epoch() => GapReason::OtherEpoch,
-        Some(id) if id.seq > head.last_seq => GapReason::UnknownId,
-        Some(id) => return Ok(position_after(hub, channel, &head, id.seq, raw)),
-    };
-    Ok(from_oldest(hub, channel, &head, raw, reason))
+/// A failure frame: the last frame of a stream that cannot go on.
+fn failure_frame(code: &str, message: &str) -> Bytes {
+    sse::event("failure", &FailureBody { code, message })
 }
 
-/// The stream starts after position `seq` (of this epoch, at most the head),
-/// with a gap frame when the history no longer reaches back to it.
-fn position_after(hub: &Hub, channel: &ChannelName, head: &History, seq: u64, asked: &str) -> (u64, Option<Bytes>) {
-    let lost = match head.first_seq {
-        Some(first) => seq + 1 < first,
-        None => seq < head.last_seq,
-    };
-    if lost {
-        from_oldest(hub, channel, head, asked, GapReason::BeforeHistory)
-    } else {
-        (seq + 1, None)
-    }
-}
-
-/// `asked` cannot be honoured: a gap frame saying why, and the stream goes on
-/// from the oldest retained message (live when none is retained).
-fn from_oldest(
-    hub: &Hub,
-    channel: &ChannelName,
-    head: &History,
-    after: &str,
-    reason: GapReason,
-) -> (u64, Option<Bytes>) {
-    let epoch = hub.shared.store.epoch();
-    let next = head.first_seq.unwrap_or(head.last_seq + 1);
-    let resume_from = head.first_seq.map(|seq| MessageId { epoch, seq }.text());
-    let frame = sse::event(
-        "gap",
-        &GapBody {
-            channel,
-            after,
-            resume_from,
-            reason,
-        },
-    );
-    (next, Some(frame))
+/// The failure frame that ends an open stream, with the error's own code.
+fn failure(error: &HubError) -> Bytes {
+    failure_frame(error.code(), &error.to_string())
 }
 
 /// What woke a waiting subscriber.
@@ -318,7 +256,7 @@ async fn step(state: &mut State) -> Option<Bytes> {
     let hub = state.place.hub.clone();
     let topic = Arc::clone(&state.topic);
     loop {
-        match topic.take(state.next, MAX_CHUNK, state.slot.viewer()) {
+        match topic.ring.take(state.next, MAX_CHUNK, state.slot.viewer()) {
             Take::Frames { chunk, next } => {
                 state.next = next;
                 match chunk {
@@ -334,14 +272,7 @@ async fn step(state: &mut State) -> Option<Bytes> {
                 Err(error) => {
                     state.done = true;
                     tracing::warn!(channel = %state.place.channel, %error, "stream failed");
-                    let message = error.to_string();
-                    return Some(sse::event(
-                        "failure",
-                        &FailureBody {
-                            code: "store_unavailable",
-                            message: &message,
-                        },
-                    ));
+                    return Some(failure(&error));
                 }
             },
         }
@@ -355,7 +286,7 @@ async fn step(state: &mut State) -> Option<Bytes> {
         }
         // Up to date: the topic's writer delivers from here until it hands the
         // stream back, or something else needs this task.
-        state.slot.park(&topic, state.next);
+        topic.park(&state.slot, state.next);
         let wake = tokio::select! {
             biased;
             _ = hub.shared.shutdown.cancelled() => Wake::Shutdown,
@@ -389,14 +320,7 @@ async fn step(state: &mut State) -> Option<Bytes> {
             }
             Wake::Removed => {
                 state.done = true;
-                let message = "this client was removed from the channel";
-                return Some(sse::event(
-                    "failure",
-                    &FailureBody {
-                        code: "client_removed",
-                        message,
-                    },
-                ));
+                return Some(failure(&HubError::ClientRemoved));
             }
             Wake::Timer => {
                 let now = Instant::now();
@@ -426,13 +350,14 @@ async fn catch_up(hub: &Hub, state: &mut State) -> Result<Option<Bytes>, HubErro
     let history = hub
         .shared
         .store
+        .log
         .read(channel, after, hub.shared.settings.replay_batch)
         .await?;
     let mut chunk = BytesMut::new();
     // When the history no longer reaches back to this subscriber: say so, and
     // go on from the oldest retained message.
     let asked = MessageId {
-        epoch: hub.shared.store.epoch(),
+        epoch: hub.shared.store.log.epoch(),
         seq: after,
     }
     .to_string();

@@ -9,14 +9,14 @@ use super::ProtocolError;
 /// Cheap to clone (a shared `str`): it is a key in the hub's and the store's maps
 /// and travels with every subscription.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ChannelName(Arc<str>);
+pub(crate) struct ChannelName(Arc<str>);
 
 impl ChannelName {
     /// Checks `raw` against the channel-name schema.
     ///
     /// # Errors
     /// [`ProtocolError::InvalidChannel`] when it does not match.
-    pub fn parse(raw: &str) -> Result<Self, ProtocolError> {
+    pub(crate) fn parse(raw: &str) -> Result<Self, ProtocolError> {
         let value = serde_json::Value::String(raw.to_owned());
         if Schemas::get().is_valid(SchemaKind::ChannelName, &value) {
             Ok(ChannelName(Arc::from(raw)))
@@ -26,7 +26,7 @@ impl ChannelName {
     }
 
     /// The name as text.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }

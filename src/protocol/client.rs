@@ -9,14 +9,14 @@ use super::ProtocolError;
 /// A registered client's public token (see `public-token.schema.json`): how
 /// others address it. Cheap to clone; compared on every direct message.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PublicToken(Arc<str>);
+pub(crate) struct PublicToken(Arc<str>);
 
 impl PublicToken {
     /// Checks `raw` against the public-token schema (for tokens from a URL path).
     ///
     /// # Errors
     /// [`ProtocolError::InvalidToken`].
-    pub fn parse(raw: &str) -> Result<Self, ProtocolError> {
+    pub(crate) fn parse(raw: &str) -> Result<Self, ProtocolError> {
         let value = serde_json::Value::String(raw.to_owned());
         if Schemas::get().is_valid(SchemaKind::PublicToken, &value) {
             Ok(PublicToken(Arc::from(raw)))
@@ -26,7 +26,7 @@ impl PublicToken {
     }
 
     /// The token as text.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -59,7 +59,7 @@ impl<'de> Deserialize<'de> for PublicToken {
 /// A validated `client-registration` body.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Registration {
+pub(crate) struct Registration {
     /// How others address the client.
     pub public_token: PublicToken,
     /// Shown in presence and in `from`.
@@ -93,7 +93,7 @@ impl Registration {
     ///
     /// # Errors
     /// [`ProtocolError::InvalidJson`] or [`ProtocolError::SchemaViolation`].
-    pub fn from_json(body: &[u8]) -> Result<Self, ProtocolError> {
+    pub(crate) fn from_json(body: &[u8]) -> Result<Self, ProtocolError> {
         super::from_json(body, SchemaKind::ClientRegistration)
     }
 }

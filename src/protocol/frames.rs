@@ -6,7 +6,7 @@ use super::ChannelName;
 
 /// Data of `event: timeout`: no message for `seconds`; the stream ends and the client resumes.
 #[derive(Debug, Clone, Serialize)]
-pub struct TimeoutBody<'a> {
+pub(crate) struct TimeoutBody<'a> {
     /// The channel of the stream.
     pub channel: &'a ChannelName,
     /// The timeout that elapsed.
@@ -15,7 +15,7 @@ pub struct TimeoutBody<'a> {
 
 /// Data of `event: failure`: the stream cannot go on.
 #[derive(Debug, Clone, Serialize)]
-pub struct FailureBody<'a> {
+pub(crate) struct FailureBody<'a> {
     /// One of the codes of `failure.schema.json`.
     pub code: &'a str,
     /// For people.
@@ -25,7 +25,7 @@ pub struct FailureBody<'a> {
 /// Why a resume position could not be honoured in full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum GapReason {
+pub(crate) enum GapReason {
     /// Older than the retained history (or a slow subscriber fell behind it).
     BeforeHistory,
     /// Not an id this store issued.
@@ -36,7 +36,7 @@ pub enum GapReason {
 
 /// Data of `event: gap`.
 #[derive(Debug, Clone, Serialize)]
-pub struct GapBody<'a> {
+pub(crate) struct GapBody<'a> {
     /// The channel of the stream.
     pub channel: &'a ChannelName,
     /// The position asked for, as the client gave it.

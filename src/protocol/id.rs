@@ -8,11 +8,11 @@ use super::schema::{SchemaKind, Schemas};
 /// earlier run is recognised as such and answered with a gap frame instead of
 /// being compared with numbers that mean something else now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Epoch(pub u32);
+pub(crate) struct Epoch(pub u32);
 
 impl Epoch {
     /// A random epoch (from a v4 UUID's random bits).
-    pub fn random() -> Self {
+    pub(crate) fn random() -> Self {
         let bytes = uuid::Uuid::new_v4().into_bytes();
         Epoch(u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
     }
@@ -40,7 +40,7 @@ impl fmt::Display for Epoch {
 /// Within one epoch, ids order by `seq`; `seq` grows by one per message of a
 /// channel (it may jump forward after the store forgot an idle channel).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct MessageId {
+pub(crate) struct MessageId {
     /// The store run that issued it.
     pub epoch: Epoch,
     /// Position in the channel, from 1.
@@ -49,7 +49,7 @@ pub struct MessageId {
 
 impl MessageId {
     /// Parses an id a client sent back; `None` when it is not of the id format.
-    pub fn parse(raw: &str) -> Option<Self> {
+    pub(crate) fn parse(raw: &str) -> Option<Self> {
         let value = serde_json::Value::String(raw.to_owned());
         if !Schemas::get().is_valid(SchemaKind::MessageId, &value) {
             return None;
@@ -64,7 +64,7 @@ impl MessageId {
 
 impl MessageId {
     /// The id's text, built without `core::fmt` (this runs for every message).
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let mut digits = [0u8; 20];
         let mut at = digits.len();
         let mut seq = self.seq;

@@ -12,7 +12,7 @@ use crate::sse;
 /// What a sender asks to publish: a validated `send-request` body, plus the
 /// sender the server established (never taken from the body).
 #[derive(Debug, Clone)]
-pub struct Draft {
+pub(crate) struct Draft {
     /// The message name.
     pub name: String,
     /// Any JSON value.
@@ -25,7 +25,7 @@ pub struct Draft {
 
 /// Who sent a message, as the envelope's `from` shows it.
 #[derive(Debug, Clone, Serialize)]
-pub struct Sender {
+pub(crate) struct Sender {
     /// The sender's public token.
     pub public_token: PublicToken,
     /// Its display name.
@@ -38,7 +38,7 @@ impl Draft {
     /// # Errors
     /// [`ProtocolError::InvalidJson`] for bytes that are not JSON,
     /// [`ProtocolError::SchemaViolation`] with every failing pointer otherwise.
-    pub fn from_json(body: &[u8]) -> Result<Self, ProtocolError> {
+    pub(crate) fn from_json(body: &[u8]) -> Result<Self, ProtocolError> {
         // Taken apart by hand rather than through `Deserialize`: serde's
         // generic path over a `Value` cost twice the schema check, and this
         // is the one body every publish parses. The fields are moved out,
@@ -95,7 +95,7 @@ fn not_a_draft(why: &str) -> ProtocolError {
 /// The frame is built once, when the message is stored, and shared as `Bytes`
 /// (a reference count) by the history, the live ring and every subscriber.
 #[derive(Debug, Clone)]
-pub struct Message {
+pub(crate) struct Message {
     /// Position in the channel.
     pub seq: u64,
     /// When it was stored.
@@ -123,7 +123,7 @@ struct EnvelopeRest<'a> {
 
 impl Draft {
     /// The envelope without its id: `"channel":…}` (the fields after `{"id":"…",`).
-    pub fn envelope_rest(&self, channel: &ChannelName, time: Timestamp) -> Vec<u8> {
+    pub(crate) fn envelope_rest(&self, channel: &ChannelName, time: Timestamp) -> Vec<u8> {
         let mut json = serde_json::to_vec(&self.fields(channel, time)).expect("a JSON value always serialises");
         json.remove(0); // the opening brace; the id comes first
         json
@@ -142,7 +142,7 @@ impl Draft {
 }
 
 /// `{"id":"<id>",` + `rest`: the whole envelope.
-pub fn complete_envelope(id: &str, rest: &[u8]) -> Vec<u8> {
+pub(crate) fn complete_envelope(id: &str, rest: &[u8]) -> Vec<u8> {
     let mut envelope = Vec::with_capacity(rest.len() + id.len() + 8);
     envelope.extend_from_slice(b"{\"id\":\"");
     envelope.extend_from_slice(id.as_bytes());
@@ -153,7 +153,7 @@ pub fn complete_envelope(id: &str, rest: &[u8]) -> Vec<u8> {
 
 impl Message {
     /// Builds the envelope and its frame for a message just given its position.
-    pub fn encode(epoch: Epoch, seq: u64, channel: &ChannelName, draft: &Draft, time: Timestamp) -> Self {
+    pub(crate) fn encode(epoch: Epoch, seq: u64, channel: &ChannelName, draft: &Draft, time: Timestamp) -> Self {
         let id = MessageId { epoch, seq }.text();
         // Serialised once, straight into the frame every subscriber shares:
         // `{"id":"<id>"`, then the other fields, whose own opening brace
@@ -176,7 +176,7 @@ impl Message {
     }
 
     /// Whether a stream of `viewer` (a client's public token, or none) may see it.
-    pub fn is_visible_to(&self, viewer: Option<&PublicToken>) -> bool {
+    pub(crate) fn is_visible_to(&self, viewer: Option<&PublicToken>) -> bool {
         match &self.to {
             None => true,
             Some(to) => viewer == Some(to),
@@ -184,12 +184,18 @@ impl Message {
     }
 
     /// The envelope JSON inside the frame (what a durable store keeps).
-    pub fn envelope(&self) -> &[u8] {
+    pub(crate) fn envelope(&self) -> &[u8] {
         sse::data_of(&self.frame)
     }
 
     /// Rebuilds a message a store kept as its envelope.
-    pub fn from_envelope(epoch: Epoch, seq: u64, time: Timestamp, to: Option<PublicToken>, envelope: &[u8]) -> Self {
+    pub(crate) fn from_envelope(
+        epoch: Epoch,
+        seq: u64,
+        time: Timestamp,
+        to: Option<PublicToken>,
+        envelope: &[u8],
+    ) -> Self {
         let id = MessageId { epoch, seq }.text();
         Message {
             seq,

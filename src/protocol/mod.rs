@@ -14,54 +14,50 @@ mod message;
 mod query;
 mod time;
 
-pub use channel::ChannelName;
-pub use client::{PublicToken, Registration};
-pub use frames::{FailureBody, GapBody, GapReason, TimeoutBody};
-pub use id::{Epoch, MessageId};
-pub use message::{complete_envelope, Draft, Message, Sender};
-pub use query::SubscribeQuery;
-pub use time::Timestamp;
+pub(crate) use channel::ChannelName;
+pub(crate) use client::{PublicToken, Registration};
+pub(crate) use frames::{FailureBody, GapBody, GapReason, TimeoutBody};
+pub(crate) use id::{Epoch, MessageId};
+pub(crate) use message::{complete_envelope, Draft, Message, Sender};
+pub(crate) use query::SubscribeQuery;
+pub(crate) use time::Timestamp;
 
 use schema::Violation;
 
 /// Why a request's input was refused, before any state was touched.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ProtocolError {
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ProtocolError {
     /// The channel path segment does not match `channel-name.schema.json`.
+    #[error(
+        "invalid channel name '{0}': use 1 to 128 characters from A-Z a-z 0-9 _ - . : (not starting with '.' or ':')"
+    )]
     InvalidChannel(String),
     /// The body is not JSON at all.
+    #[error("the body is not valid JSON: {0}")]
     InvalidJson(String),
     /// The body is JSON but fails its schema (named by file).
+    #[error("the body does not match {0} ({count} problem(s), see details)", count = .1.len())]
     SchemaViolation(&'static str, Vec<Violation>),
     /// A public token in the path does not match `public-token.schema.json`.
+    #[error("invalid public token '{0}': see public-token.schema.json")]
     InvalidToken(String),
     /// A query parameter fails `subscribe-query.schema.json` or a server limit.
+    #[error("invalid query parameter {}", .0.first().map(ToString::to_string).unwrap_or_default())]
     InvalidQuery(Vec<Violation>),
 }
 
-impl std::fmt::Display for ProtocolError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl ProtocolError {
+    /// The `code` of `error.schema.json` (and of `failure.schema.json` where it applies).
+    pub(crate) fn code(&self) -> &'static str {
         match self {
-            ProtocolError::InvalidChannel(name) => write!(
-                f,
-                "invalid channel name '{name}': use 1 to 128 characters from A-Z a-z 0-9 _ - . : (not starting with '.' or ':')"
-            ),
-            ProtocolError::InvalidJson(reason) => write!(f, "the body is not valid JSON: {reason}"),
-            ProtocolError::SchemaViolation(schema, v) => {
-                write!(f, "the body does not match {schema} ({} problem(s), see details)", v.len())
-            }
-            ProtocolError::InvalidToken(token) => {
-                write!(f, "invalid public token '{token}': see public-token.schema.json")
-            }
-            ProtocolError::InvalidQuery(v) => {
-                let first = v.first().map(|v| v.to_string()).unwrap_or_default();
-                write!(f, "invalid query parameter {first}")
-            }
+            ProtocolError::InvalidChannel(_) => "invalid_channel",
+            ProtocolError::InvalidJson(_) => "invalid_json",
+            ProtocolError::SchemaViolation(..) => "schema_violation",
+            ProtocolError::InvalidToken(_) => "unknown_client",
+            ProtocolError::InvalidQuery(_) => "invalid_query",
         }
     }
 }
-
-impl std::error::Error for ProtocolError {}
 
 /// Parses `body` as JSON, validates it against `kind`, and deserialises it.
 ///

@@ -7,7 +7,7 @@ use super::ProtocolError;
 
 /// The query of `GET /channels/{c}/events`, checked against `subscribe-query.schema.json`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SubscribeQuery {
+pub(crate) struct SubscribeQuery {
     /// `timeout`, when given.
     pub timeout: Option<Duration>,
     /// `lastEventId`, when given (the `Last-Event-ID` header wins over it).
@@ -21,7 +21,7 @@ impl SubscribeQuery {
     ///
     /// # Errors
     /// [`ProtocolError::InvalidQuery`] naming the parameter, as `/query/<name>`.
-    pub fn parse(raw: &str, max_timeout: Duration) -> Result<Self, ProtocolError> {
+    pub(crate) fn parse(raw: &str, max_timeout: Duration) -> Result<Self, ProtocolError> {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw).map_err(|e| {
             ProtocolError::InvalidQuery(vec![Violation {
                 pointer: "/query".into(),

@@ -29,22 +29,18 @@ use std::thread;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
-use super::clients::ClientRegistry;
-use super::{ClientRecord, Feed, History, Registered, Retention, Store, StoreError, StoreFuture, StoredClient};
+use super::local::{ClientTable, Saved};
+use super::{unavailable, ClientRecord, Feed, History, MessageLog, Retention, StoreError, StoreFuture, StoredClient};
 use crate::protocol::{ChannelName, Draft, Epoch, Message, PublicToken, Timestamp};
 use crate::shards::lock;
 
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const HEADS: TableDefinition<&str, u64> = TableDefinition::new("heads");
-const MESSAGES: TableDefinition<(&str, u64), (u64, &str, &[u8])> = TableDefinition::new("messages");
-const CLIENTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("clients");
+const META: TableDefinition<'static, &str, u64> = TableDefinition::new("meta");
+const HEADS: TableDefinition<'static, &str, u64> = TableDefinition::new("heads");
+const MESSAGES: TableDefinition<'static, (&str, u64), (u64, &str, &[u8])> = TableDefinition::new("messages");
+const CLIENTS: TableDefinition<'static, (&str, &str), &[u8]> = TableDefinition::new("clients");
 
 /// Most appends committed in one transaction.
 const MAX_BATCH: usize = 512;
-
-fn unavailable(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(error.to_string())
-}
 
 struct AppendJob {
     channel: ChannelName,
@@ -52,76 +48,82 @@ struct AppendJob {
     reply: oneshot::Sender<Result<Arc<Message>, StoreError>>,
 }
 
-/// See the module documentation.
-pub struct FileStore {
+/// The log: see the module documentation.
+pub(super) struct FileLog {
     db: Arc<Database>,
     epoch: Epoch,
     retention: Retention,
-    feed: Arc<dyn Feed>,
-    clients: ClientRegistry,
     /// To the writer thread; it stops when this is dropped.
     appends: Mutex<mpsc::Sender<AppendJob>>,
 }
 
-impl std::fmt::Debug for FileStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FileStore")
-            .field("epoch", &self.epoch)
-            .finish_non_exhaustive()
-    }
+/// The registrations found in the file, and what saves new ones to it.
+pub(super) struct Registrations {
+    pub(super) table: Arc<ClientTable>,
+    pub(super) saved: SavedInFile,
 }
 
-impl FileStore {
+impl FileLog {
     /// Opens (or creates) the database at `path`, keeping its epoch, and loads
     /// the registered clients.
     ///
     /// # Errors
     /// The file cannot be opened or created, or is not a database of ours.
-    pub fn open(path: &Path, retention: Retention, feed: Arc<dyn Feed>) -> Result<Self, StoreError> {
+    pub(super) fn open(
+        path: &Path,
+        retention: Retention,
+        feed: Arc<dyn Feed>,
+    ) -> Result<(Self, Registrations), StoreError> {
         let db = Arc::new(Database::create(path).map_err(|e| unavailable(format!("{}: {e}", path.display())))?);
         let (epoch, registrations) = Self::prepare(&db).map_err(unavailable)?;
-        let clients = ClientRegistry::new();
+        let table = Arc::new(ClientTable::new());
         for (channel, record) in registrations {
-            clients.register(&channel, record);
+            table.register(&channel, record);
         }
         let (appends, jobs) = mpsc::channel();
         let writer = Writer {
             db: Arc::clone(&db),
             epoch,
             retention,
-            feed: Arc::clone(&feed),
+            feed,
             heads: HashMap::new(),
         };
         thread::Builder::new()
             .name("ssehub-file-writer".into())
             .spawn(move || writer.run(jobs))
             .map_err(unavailable)?;
-        Ok(FileStore {
+        let registrations = Registrations {
+            table,
+            saved: SavedInFile { db: Arc::clone(&db) },
+        };
+        let log = FileLog {
             db,
             epoch,
             retention,
-            feed,
-            clients,
             appends: Mutex::new(appends),
-        })
+        };
+        Ok((log, registrations))
     }
 
     /// Creates the tables, draws the epoch on first use, and reads the
     /// registrations; each client gets a fresh idle allowance from now.
     fn prepare(db: &Database) -> Result<(Epoch, Vec<(ChannelName, ClientRecord)>), redb::Error> {
         let txn = db.begin_write()?;
-        let epoch = {
-            let mut meta = txn.open_table(META)?;
-            let existing = meta.get("epoch")?.map(|v| v.value());
-            match existing {
-                Some(epoch) => Epoch(epoch as u32),
-                None => {
-                    let epoch = Epoch::random();
-                    meta.insert("epoch", u64::from(epoch.0))?;
-                    epoch
+        let epoch =
+            {
+                let mut meta = txn.open_table(META)?;
+                let existing = meta.get("epoch")?.map(|v| v.value());
+                match existing {
+                    Some(epoch) => Epoch(u32::try_from(epoch).map_err(|_| {
+                        redb::Error::Corrupted(format!("the stored epoch {epoch} is not an ssehub epoch"))
+                    })?),
+                    None => {
+                        let epoch = Epoch::random();
+                        meta.insert("epoch", u64::from(epoch.0))?;
+                        epoch
+                    }
                 }
-            }
-        };
+            };
         txn.open_table(HEADS)?;
         txn.open_table(MESSAGES)?;
         let mut registrations = Vec::new();
@@ -142,18 +144,18 @@ impl FileStore {
         txn.commit()?;
         Ok((epoch, registrations))
     }
+}
 
-    /// Runs `work` on a blocking thread with the database.
-    async fn blocking<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&Database) -> Result<T, redb::Error> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let db = Arc::clone(&self.db);
-        tokio::task::spawn_blocking(move || work(&db))
-            .await
-            .map_err(unavailable)?
-            .map_err(unavailable)
-    }
+/// Runs `work` on a blocking thread with the database.
+async fn blocking<T: Send + 'static>(
+    db: &Arc<Database>,
+    work: impl FnOnce(&Database) -> Result<T, redb::Error> + Send + 'static,
+) -> Result<T, StoreError> {
+    let db = Arc::clone(db);
+    tokio::task::spawn_blocking(move || work(&db))
+        .await
+        .map_err(unavailable)?
+        .map_err(unavailable)
 }
 
 /// The writer thread's state: positions of the channels it has written.
@@ -238,7 +240,7 @@ fn read_history(
     let txn = db.begin_read()?;
     let last_seq = txn.open_table(HEADS)?.get(channel)?.map_or(0, |v| v.value());
     let table = txn.open_table(MESSAGES)?;
-    let cutoff = Timestamp::now().0.saturating_sub(retention.max_age.as_millis() as u64);
+    let cutoff = retention.cutoff(Timestamp::now());
     let oldest_kept = last_seq.saturating_sub(retention.max_messages as u64) + 1;
     // The sweep deletes expired messages now and then; until it has, skip them.
     let mut first_seq = None;
@@ -269,7 +271,7 @@ fn read_history(
             )));
         }
     }
-    let retained = first_seq.map_or(0, |first| (last_seq - first + 1) as usize);
+    let retained = first_seq.map_or(0, |first| usize::try_from(last_seq - first + 1).unwrap_or(usize::MAX));
     Ok(History {
         messages,
         first_seq,
@@ -279,7 +281,7 @@ fn read_history(
 }
 
 fn sweep(db: &Database, retention: Retention) -> Result<(), redb::Error> {
-    let cutoff = Timestamp::now().0.saturating_sub(retention.max_age.as_millis() as u64);
+    let cutoff = retention.cutoff(Timestamp::now());
     let txn = db.begin_write()?;
     {
         let heads = txn.open_table(HEADS)?;
@@ -297,9 +299,15 @@ fn sweep(db: &Database, retention: Retention) -> Result<(), redb::Error> {
     Ok(())
 }
 
-impl Store for FileStore {
+impl MessageLog for FileLog {
     fn kind(&self) -> &'static str {
         "file"
+    }
+
+    fn check(&self) -> StoreFuture<'_, ()> {
+        Box::pin(blocking(&self.db, |db| {
+            db.begin_read().map(drop).map_err(redb::Error::from)
+        }))
     }
 
     fn epoch(&self) -> Epoch {
@@ -325,101 +333,37 @@ impl Store for FileStore {
 
     fn read<'a>(&'a self, channel: &'a ChannelName, after: u64, limit: usize) -> StoreFuture<'a, History> {
         let (epoch, retention, channel) = (self.epoch, self.retention, channel.clone());
-        Box::pin(self.blocking(move |db| read_history(db, epoch, retention, channel.as_str(), after, limit)))
-    }
-
-    fn check(&self) -> StoreFuture<'_, ()> {
-        Box::pin(self.blocking(|db| db.begin_read().map(drop).map_err(redb::Error::from)))
+        Box::pin(blocking(&self.db, move |db| {
+            read_history(db, epoch, retention, channel.as_str(), after, limit)
+        }))
     }
 
     fn sweep(&self) -> StoreFuture<'_, ()> {
         let retention = self.retention;
-        Box::pin(self.blocking(move |db| sweep(db, retention)))
+        Box::pin(blocking(&self.db, move |db| sweep(db, retention)))
+    }
+}
+
+/// Saves registrations in the `clients` table, for [`super::local::LocalClients`].
+pub(super) struct SavedInFile {
+    db: Arc<Database>,
+}
+
+impl Saved for SavedInFile {
+    fn save<'a>(&'a self, channel: &'a ChannelName, client: &ClientRecord) -> StoreFuture<'a, ()> {
+        let json = StoredClient::of(client).to_json();
+        let (channel, public) = (channel.clone(), client.public_token.clone());
+        Box::pin(blocking(&self.db, move |db| {
+            let txn = db.begin_write()?;
+            txn.open_table(CLIENTS)?
+                .insert((channel.as_str(), public.as_str()), json.as_slice())?;
+            txn.commit()?;
+            Ok(())
+        }))
     }
 
-    fn register<'a>(&'a self, channel: &'a ChannelName, client: ClientRecord) -> StoreFuture<'a, Registered> {
-        Box::pin(async move {
-            let Registered::Created(client) = self.clients.register(channel, client) else {
-                return Ok(Registered::Exists);
-            };
-            let json = StoredClient::of(&client).to_json();
-            let (name, public) = (channel.clone(), client.public_token.clone());
-            let persisted = self
-                .blocking(move |db| {
-                    let txn = db.begin_write()?;
-                    txn.open_table(CLIENTS)?
-                        .insert((name.as_str(), public.as_str()), json.as_slice())?;
-                    txn.commit()?;
-                    Ok(())
-                })
-                .await;
-            if let Err(error) = persisted {
-                self.clients.remove(channel, &client.public_token);
-                return Err(error);
-            }
-            Ok(Registered::Created(client))
-        })
-    }
-
-    fn client<'a>(
-        &'a self,
-        channel: &'a ChannelName,
-        public: &'a PublicToken,
-    ) -> StoreFuture<'a, Option<ClientRecord>> {
-        Box::pin(std::future::ready(Ok(self.clients.get(channel, public))))
-    }
-
-    fn client_by_secret<'a>(
-        &'a self,
-        channel: &'a ChannelName,
-        secret: &'a str,
-    ) -> StoreFuture<'a, Option<ClientRecord>> {
-        Box::pin(std::future::ready(Ok(self.clients.by_secret(channel, secret))))
-    }
-
-    fn clients<'a>(&'a self, channel: &'a ChannelName) -> StoreFuture<'a, Vec<ClientRecord>> {
-        Box::pin(std::future::ready(Ok(self.clients.list(channel))))
-    }
-
-    fn remove_client<'a>(
-        &'a self,
-        channel: &'a ChannelName,
-        public: &'a PublicToken,
-    ) -> StoreFuture<'a, Option<ClientRecord>> {
-        Box::pin(async move {
-            if self.clients.get(channel, public).is_none() {
-                return Ok(None);
-            }
-            let keys = vec![(channel.clone(), public.clone())];
-            self.blocking(move |db| forget_clients(db, &keys)).await?;
-            let removed = self.clients.remove(channel, public);
-            if removed.is_some() {
-                self.feed.client_removed(channel, public);
-            }
-            Ok(removed)
-        })
-    }
-
-    fn attach<'a>(&'a self, channel: &'a ChannelName, public: &'a PublicToken) -> StoreFuture<'a, Option<bool>> {
-        Box::pin(std::future::ready(Ok(self.clients.attach(channel, public))))
-    }
-
-    fn detach<'a>(&'a self, channel: &'a ChannelName, public: &'a PublicToken) -> StoreFuture<'a, bool> {
-        Box::pin(std::future::ready(Ok(self.clients.detach(channel, public))))
-    }
-
-    fn expire_clients(&self) -> StoreFuture<'_, Vec<(ChannelName, ClientRecord)>> {
-        Box::pin(async move {
-            let expired = self.clients.expire();
-            if !expired.is_empty() {
-                let keys: Vec<_> = expired
-                    .iter()
-                    .map(|(c, client)| (c.clone(), client.public_token.clone()))
-                    .collect();
-                self.blocking(move |db| forget_clients(db, &keys)).await?;
-            }
-            Ok(expired)
-        })
+    fn forget(&self, clients: Vec<(ChannelName, PublicToken)>) -> StoreFuture<'_, ()> {
+        Box::pin(blocking(&self.db, move |db| forget_clients(db, &clients)))
     }
 }
 

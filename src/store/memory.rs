@@ -1,32 +1,27 @@
-//! The default store: history and clients in process memory, lost on restart.
+//! The default store's log: history in process memory, lost on restart.
+//! (Its registry is [`super::local`].)
 
 use std::collections::VecDeque;
 use std::future::ready;
 use std::sync::{Arc, Mutex};
 
-use super::clients::ClientRegistry;
-use super::{ClientRecord, Feed, History, Registered, Retention, Store, StoreFuture};
-use crate::protocol::{ChannelName, Draft, Epoch, Message, PublicToken, Timestamp};
+use super::local::ClientTable;
+use super::{Feed, History, MessageLog, Retention, StoreFuture};
+use crate::protocol::{ChannelName, Draft, Epoch, Message, Timestamp};
 use crate::shards::{lock, Shards};
 
-/// History and clients in memory, history bounded per channel by count and age.
-pub struct MemoryStore {
+/// History in memory, bounded per channel by count and age.
+pub(super) struct MemoryLog {
     epoch: Epoch,
     retention: Retention,
     channels: Shards<ChannelState>,
-    clients: ClientRegistry,
+    /// The registry's table: a channel with clients is kept, so that their
+    /// registration positions stay meaningful (see [`MemoryLog::sweep_now`]).
+    clients: Arc<ClientTable>,
     feed: Arc<dyn Feed>,
     /// The highest position of any channel this store has forgotten. A channel
     /// created again starts after it, so an id is never issued twice in an epoch.
     forgotten_high_water: Mutex<u64>,
-}
-
-impl std::fmt::Debug for MemoryStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemoryStore")
-            .field("epoch", &self.epoch)
-            .finish_non_exhaustive()
-    }
 }
 
 /// One channel's retained history, with consecutive positions.
@@ -42,9 +37,9 @@ impl ChannelState {
     }
 
     fn trim(&mut self, retention: &Retention, now: Timestamp) {
-        let max_age_ms = retention.max_age.as_millis() as u64;
+        let cutoff = retention.cutoff(now);
         while let Some(front) = self.messages.front() {
-            let expired = now.0.saturating_sub(front.time.0) > max_age_ms;
+            let expired = front.time.0 < cutoff;
             if expired || self.messages.len() > retention.max_messages {
                 self.messages.pop_front();
             } else {
@@ -54,14 +49,14 @@ impl ChannelState {
     }
 }
 
-impl MemoryStore {
-    /// A store with a fresh random epoch.
-    pub fn new(retention: Retention, feed: Arc<dyn Feed>) -> Self {
-        MemoryStore {
+impl MemoryLog {
+    /// A log with a fresh random epoch.
+    pub(super) fn new(retention: Retention, feed: Arc<dyn Feed>, clients: Arc<ClientTable>) -> Self {
+        MemoryLog {
             epoch: Epoch::random(),
             retention,
             channels: Shards::new(),
-            clients: ClientRegistry::new(),
+            clients,
             feed,
             forgotten_high_water: Mutex::new(0),
         }
@@ -103,7 +98,7 @@ impl MemoryStore {
             let messages = match first_seq {
                 Some(first) if limit > 0 => {
                     // Positions are consecutive, so the start is an index, not a search.
-                    let skip = after.saturating_add(1).saturating_sub(first) as usize;
+                    let skip = usize::try_from(after.saturating_add(1).saturating_sub(first)).unwrap_or(usize::MAX);
                     state.messages.iter().skip(skip).take(limit).cloned().collect()
                 }
                 _ => Vec::new(),
@@ -118,6 +113,10 @@ impl MemoryStore {
         .unwrap_or_default()
     }
 
+    /// Trims every channel, and forgets the ones with no history, no clients
+    /// and no subscribers. A client's registration position must stay
+    /// comparable with the channel's head (a forgotten channel comes back at
+    /// the high-water mark, which would look like lost history to it).
     fn sweep_now(&self) {
         let now = Timestamp::now();
         for mut shard in self.channels.each() {
@@ -139,9 +138,13 @@ impl MemoryStore {
     }
 }
 
-impl Store for MemoryStore {
+impl MessageLog for MemoryLog {
     fn kind(&self) -> &'static str {
         "memory"
+    }
+
+    fn check(&self) -> StoreFuture<'_, ()> {
+        Box::pin(ready(Ok(())))
     }
 
     fn epoch(&self) -> Epoch {
@@ -156,67 +159,16 @@ impl Store for MemoryStore {
         Box::pin(ready(Ok(self.read_now(channel, after, limit))))
     }
 
-    fn check(&self) -> StoreFuture<'_, ()> {
-        Box::pin(ready(Ok(())))
-    }
-
     fn sweep(&self) -> StoreFuture<'_, ()> {
         self.sweep_now();
         Box::pin(ready(Ok(())))
-    }
-
-    fn register<'a>(&'a self, channel: &'a ChannelName, client: ClientRecord) -> StoreFuture<'a, Registered> {
-        Box::pin(ready(Ok(self.clients.register(channel, client))))
-    }
-
-    fn client<'a>(
-        &'a self,
-        channel: &'a ChannelName,
-        public: &'a PublicToken,
-    ) -> StoreFuture<'a, Option<ClientRecord>> {
-        Box::pin(ready(Ok(self.clients.get(channel, public))))
-    }
-
-    fn client_by_secret<'a>(
-        &'a self,
-        channel: &'a ChannelName,
-        secret: &'a str,
-    ) -> StoreFuture<'a, Option<ClientRecord>> {
-        Box::pin(ready(Ok(self.clients.by_secret(channel, secret))))
-    }
-
-    fn clients<'a>(&'a self, channel: &'a ChannelName) -> StoreFuture<'a, Vec<ClientRecord>> {
-        Box::pin(ready(Ok(self.clients.list(channel))))
-    }
-
-    fn remove_client<'a>(
-        &'a self,
-        channel: &'a ChannelName,
-        public: &'a PublicToken,
-    ) -> StoreFuture<'a, Option<ClientRecord>> {
-        let removed = self.clients.remove(channel, public);
-        if removed.is_some() {
-            self.feed.client_removed(channel, public);
-        }
-        Box::pin(ready(Ok(removed)))
-    }
-
-    fn attach<'a>(&'a self, channel: &'a ChannelName, public: &'a PublicToken) -> StoreFuture<'a, Option<bool>> {
-        Box::pin(ready(Ok(self.clients.attach(channel, public))))
-    }
-
-    fn detach<'a>(&'a self, channel: &'a ChannelName, public: &'a PublicToken) -> StoreFuture<'a, bool> {
-        Box::pin(ready(Ok(self.clients.detach(channel, public))))
-    }
-
-    fn expire_clients(&self) -> StoreFuture<'_, Vec<(ChannelName, ClientRecord)>> {
-        Box::pin(ready(Ok(self.clients.expire())))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::PublicToken;
     use std::time::Duration;
 
     struct Recorder(Mutex<Vec<u64>>, bool);
@@ -232,10 +184,11 @@ mod tests {
         fn store_interrupted(&self) {}
     }
 
-    fn store(max_messages: usize, max_age: Duration) -> (MemoryStore, Arc<Recorder>) {
+    fn store(max_messages: usize, max_age: Duration) -> (MemoryLog, Arc<Recorder>) {
         let feed = Arc::new(Recorder(Mutex::new(Vec::new()), false));
+        let clients = Arc::new(ClientTable::new());
         (
-            MemoryStore::new(Retention { max_messages, max_age }, feed.clone()),
+            MemoryLog::new(Retention { max_messages, max_age }, feed.clone(), clients),
             feed,
         )
     }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{json, Value};
-use ssehub::protocol::schema::SchemaKind;
+use ssehub::schema::SchemaKind;
 
 use crate::common::*;
 

@@ -29,7 +29,7 @@ use futures::{Stream, StreamExt};
 use reqwest::header::HeaderMap;
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
-use ssehub::protocol::schema::{SchemaKind, Schemas};
+use ssehub::schema::{SchemaKind, Schemas};
 
 /// How long the binary may take to print its listening line.
 pub(crate) const STARTUP: Duration = Duration::from_secs(10);

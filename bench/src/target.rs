@@ -51,8 +51,8 @@ impl Target {
         }
         Ok(Target {
             addr: SocketAddr::new(ip, port),
-            host: authority.to_string(),
-            path: path.to_string(),
+            host: authority.to_owned(),
+            path: path.to_owned(),
         })
     }
 

@@ -66,7 +66,7 @@ pub(crate) async fn run(env: &Env, scenario: &str, spec: &Spec) -> (serde_json::
         if spec.rate > 0.0 {
             format!("{} msg/s total", spec.rate)
         } else {
-            "saturation".to_string()
+            "saturation".to_owned()
         },
         k,
         spec.seconds,

@@ -254,7 +254,7 @@ pub(crate) async fn run(env: &Env, spec: &Spec) -> (serde_json::Value, bool) {
                 while r.done_at.is_none() {
                     match conn.read(&mut r).await {
                         Ok(Read::More) => {}
-                        Ok(Read::End) => return Err("stream ended before the last message".to_string()),
+                        Ok(Read::End) => return Err("stream ended before the last message".to_owned()),
                         Err(e) => return Err(e),
                     }
                 }
@@ -295,7 +295,7 @@ pub(crate) async fn run(env: &Env, spec: &Spec) -> (serde_json::Value, bool) {
             max,
             first_med.unwrap_or(f64::NAN),
             times.len(),
-            if ok { "in order, complete".to_string() } else { format!("PROBLEMS {problems:?}") }
+            if ok { "in order, complete".to_owned() } else { format!("PROBLEMS {problems:?}") }
         );
         figures.push(json!({"name": format!("replay {back} back ms"), "value": med, "agg": "median"}));
         replays.insert(

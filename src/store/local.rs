@@ -1,11 +1,14 @@
 //! Registered clients kept in process memory: registrations, open-stream
-//! counts and idle clocks. The memory store keeps everything here; the file
-//! store keeps registrations durably and loads them here at start, since open
-//! streams and idle clocks only mean something while the process runs.
+//! counts and idle clocks. This is the registry of the memory store and of the
+//! file store; the file store also saves registrations in its file (see
+//! [`Saved`]) and loads them here at start, since open streams and idle clocks
+//! only mean something while the process runs.
 
 use std::collections::HashMap;
+use std::future::ready;
+use std::sync::Arc;
 
-use super::{ClientRecord, Registered};
+use super::{ClientRecord, ClientRegistry, Feed, Registered, StoreFuture};
 use crate::protocol::{ChannelName, PublicToken, Timestamp};
 use crate::shards::Shards;
 
@@ -18,13 +21,13 @@ struct Clients {
 }
 
 /// Every channel's clients, sharded like the rest of the state.
-pub(super) struct ClientRegistry {
+pub(super) struct ClientTable {
     channels: Shards<Clients>,
 }
 
-impl ClientRegistry {
+impl ClientTable {
     pub(super) fn new() -> Self {
-        ClientRegistry {
+        ClientTable {
             channels: Shards::new(),
         }
     }
@@ -141,6 +144,119 @@ impl ClientRegistry {
     }
 }
 
+/// Where a local registry saves registrations beyond this process: nowhere
+/// ([`InMemory`]) or the file store's database.
+pub(super) trait Saved: Send + Sync + 'static {
+    /// Saves a new registration.
+    fn save<'a>(&'a self, channel: &'a ChannelName, client: &ClientRecord) -> StoreFuture<'a, ()>;
+
+    /// Forgets registrations (removed or expired clients).
+    fn forget(&self, clients: Vec<(ChannelName, PublicToken)>) -> StoreFuture<'_, ()>;
+}
+
+/// The memory store's registrations: kept in the table only.
+pub(super) struct InMemory;
+
+impl Saved for InMemory {
+    fn save<'a>(&'a self, _: &'a ChannelName, _: &ClientRecord) -> StoreFuture<'a, ()> {
+        Box::pin(ready(Ok(())))
+    }
+
+    fn forget(&self, _: Vec<(ChannelName, PublicToken)>) -> StoreFuture<'_, ()> {
+        Box::pin(ready(Ok(())))
+    }
+}
+
+/// The registry of a single-node store: the table, what saves it, and the
+/// feed told of removals. A registration is in the table only once it is
+/// saved; a removal is saved before it leaves the table.
+pub(super) struct LocalClients<S> {
+    table: Arc<ClientTable>,
+    saved: S,
+    feed: Arc<dyn Feed>,
+}
+
+impl<S: Saved> LocalClients<S> {
+    pub(super) fn new(table: Arc<ClientTable>, saved: S, feed: Arc<dyn Feed>) -> Self {
+        LocalClients { table, saved, feed }
+    }
+}
+
+impl<S: Saved> ClientRegistry for LocalClients<S> {
+    fn register<'a>(&'a self, channel: &'a ChannelName, client: ClientRecord) -> StoreFuture<'a, Registered> {
+        Box::pin(async move {
+            let Registered::Created(client) = self.table.register(channel, client) else {
+                return Ok(Registered::Exists);
+            };
+            if let Err(error) = self.saved.save(channel, &client).await {
+                self.table.remove(channel, &client.public_token);
+                return Err(error);
+            }
+            Ok(Registered::Created(client))
+        })
+    }
+
+    fn client<'a>(
+        &'a self,
+        channel: &'a ChannelName,
+        public: &'a PublicToken,
+    ) -> StoreFuture<'a, Option<ClientRecord>> {
+        Box::pin(ready(Ok(self.table.get(channel, public))))
+    }
+
+    fn client_by_secret<'a>(
+        &'a self,
+        channel: &'a ChannelName,
+        secret: &'a str,
+    ) -> StoreFuture<'a, Option<ClientRecord>> {
+        Box::pin(ready(Ok(self.table.by_secret(channel, secret))))
+    }
+
+    fn clients<'a>(&'a self, channel: &'a ChannelName) -> StoreFuture<'a, Vec<ClientRecord>> {
+        Box::pin(ready(Ok(self.table.list(channel))))
+    }
+
+    fn remove<'a>(
+        &'a self,
+        channel: &'a ChannelName,
+        public: &'a PublicToken,
+    ) -> StoreFuture<'a, Option<ClientRecord>> {
+        Box::pin(async move {
+            if self.table.get(channel, public).is_none() {
+                return Ok(None);
+            }
+            self.saved.forget(vec![(channel.clone(), public.clone())]).await?;
+            let removed = self.table.remove(channel, public);
+            if removed.is_some() {
+                self.feed.client_removed(channel, public);
+            }
+            Ok(removed)
+        })
+    }
+
+    fn attach<'a>(&'a self, channel: &'a ChannelName, public: &'a PublicToken) -> StoreFuture<'a, Option<bool>> {
+        Box::pin(ready(Ok(self.table.attach(channel, public))))
+    }
+
+    fn detach<'a>(&'a self, channel: &'a ChannelName, public: &'a PublicToken) -> StoreFuture<'a, bool> {
+        Box::pin(ready(Ok(self.table.detach(channel, public))))
+    }
+
+    fn expire(&self) -> StoreFuture<'_, Vec<(ChannelName, ClientRecord)>> {
+        Box::pin(async move {
+            let expired = self.table.expire();
+            if !expired.is_empty() {
+                let keys = expired
+                    .iter()
+                    .map(|(channel, client)| (channel.clone(), client.public_token.clone()))
+                    .collect();
+                self.saved.forget(keys).await?;
+            }
+            Ok(expired)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,7 +276,7 @@ mod tests {
 
     #[test]
     fn register_attach_detach_expire() {
-        let registry = ClientRegistry::new();
+        let registry = ClientTable::new();
         let channel = ChannelName::parse("c").unwrap();
         let alice = PublicToken::parse("alice").unwrap();
         assert!(matches!(

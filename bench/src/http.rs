@@ -253,7 +253,7 @@ impl Body {
                             st.size = st.size * 16 + u64::from(b - b'A' + 10);
                             Chunk::Size
                         }
-                        (Chunk::Size, b';' | b' ' | b'\t') | (Chunk::Ext, b';' | b' ' | b'\t') => Chunk::Ext,
+                        (Chunk::Size | Chunk::Ext, b';' | b' ' | b'\t') => Chunk::Ext,
                         (Chunk::Size | Chunk::Ext, b'\r') => Chunk::SizeLf,
                         (Chunk::Size | Chunk::Ext | Chunk::SizeLf, b'\n') => {
                             if st.size == 0 {

@@ -27,7 +27,7 @@ pub(crate) fn run(files: &[String], servers: Option<&str>) -> Result<(), String>
         return Err("no results".into());
     }
     let mut server_order: Vec<String> = servers
-        .map(|s| s.split(',').map(str::to_string).collect())
+        .map(|s| s.split(',').map(str::to_owned).collect())
         .unwrap_or_default();
     let mut labels: Vec<String> = Vec::new();
     // (label, figure) → server → values; figure order per label as first seen.
@@ -35,8 +35,8 @@ pub(crate) fn run(files: &[String], servers: Option<&str>) -> Result<(), String>
     let mut values: BTreeMap<(String, String, String), Vec<Option<f64>>> = BTreeMap::new();
     let mut runs: BTreeMap<(String, String), (usize, usize, usize)> = BTreeMap::new();
     for r in &results {
-        let label = r["label"].as_str().unwrap_or("?").to_string();
-        let server = r["server"].as_str().unwrap_or("?").to_string();
+        let label = r["label"].as_str().unwrap_or("?").to_owned();
+        let server = r["server"].as_str().unwrap_or("?").to_owned();
         if !labels.contains(&label) {
             labels.push(label.clone());
         }
@@ -53,7 +53,7 @@ pub(crate) fn run(files: &[String], servers: Option<&str>) -> Result<(), String>
         }
         for f in r["figures"].as_array().into_iter().flatten() {
             let name = current_name(f["name"].as_str().unwrap_or("?"));
-            let agg = f["agg"].as_str().unwrap_or("median").to_string();
+            let agg = f["agg"].as_str().unwrap_or("median").to_owned();
             let order = figure_order.entry(label.clone()).or_default();
             if !order.iter().any(|(n, _)| *n == name) {
                 order.push((name.clone(), agg));
@@ -106,7 +106,7 @@ pub(crate) fn run(files: &[String], servers: Option<&str>) -> Result<(), String>
                     (Some(a), Some(b)) if b != 0.0 && agg == "median" => Some(a / b),
                     _ => None,
                 };
-                row.push_str(&format!(" {} |", ratio.map_or("-".to_string(), |r| format!("{r:.2}"))));
+                row.push_str(&format!(" {} |", ratio.map_or("-".to_owned(), |r| format!("{r:.2}"))));
             }
             println!("{row}");
         }
@@ -120,7 +120,7 @@ pub(crate) fn run(files: &[String], servers: Option<&str>) -> Result<(), String>
 fn current_name(name: &str) -> String {
     match name.strip_prefix("latency ") {
         Some(rest) => format!("read latency {rest}"),
-        None => name.to_string(),
+        None => name.to_owned(),
     }
 }
 

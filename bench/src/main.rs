@@ -18,6 +18,10 @@
 //! Run `ssehub-bench --help` and `bench/compare-nchan.sh` (see bench/README.md).
 
 #![recursion_limit = "256"]
+// Figures, not ids: histogram buckets, nanosecond and byte counts, kernel
+// structs. A measurement that overflowed these types would be wrong anyway,
+// and casts keep the arithmetic readable.
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)]
 
 use std::net::IpAddr;
 use std::process::ExitCode;
@@ -25,29 +29,17 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-#[path = "ssehub-bench/conn.rs"]
 mod conn;
-#[path = "ssehub-bench/fanout.rs"]
 mod fanout;
-#[path = "ssehub-bench/floor.rs"]
 mod floor;
-#[path = "ssehub-bench/hist.rs"]
 mod hist;
-#[path = "ssehub-bench/hold.rs"]
 mod hold;
-#[path = "ssehub-bench/http.rs"]
 mod http;
-#[path = "ssehub-bench/procfs.rs"]
 mod procfs;
-#[path = "ssehub-bench/resume.rs"]
 mod resume;
-#[path = "ssehub-bench/sse.rs"]
 mod sse;
-#[path = "ssehub-bench/subs.rs"]
 mod subs;
-#[path = "ssehub-bench/table.rs"]
 mod table;
-#[path = "ssehub-bench/target.rs"]
 mod target;
 
 use target::Target;
@@ -338,7 +330,7 @@ impl Env {
             sub_header_raw: c.sub_header.clone(),
             server: procfs::Server::parse(c.server_pid.as_deref())?,
             server_name: c.server_name.clone(),
-            label: c.label.clone().unwrap_or_else(|| scenario.to_string()),
+            label: c.label.clone().unwrap_or_else(|| scenario.to_owned()),
             prefix: prefix_name,
             per_address: c.per_address,
             address_offset: c.address_offset,
@@ -353,7 +345,7 @@ impl Env {
     pub(crate) fn sub_header_args(&self) -> Vec<String> {
         self.sub_header_raw
             .iter()
-            .flat_map(|h| ["--sub-header".to_string(), h.clone()])
+            .flat_map(|h| ["--sub-header".to_owned(), h.clone()])
             .collect()
     }
 
@@ -400,6 +392,7 @@ fn watchdog(seconds: f64, what: &'static str) {
     std::thread::spawn(move || {
         std::thread::sleep(Duration::from_secs_f64(seconds));
         eprintln!("ssehub-bench: {what} passed its deadline of {seconds:.0} s; exiting");
+        #[allow(clippy::exit, reason = "a stuck run must end whatever the tasks are doing")]
         std::process::exit(3);
     });
 }
