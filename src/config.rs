@@ -128,6 +128,17 @@ pub struct Config {
     #[arg(long, env = "SSEHUB_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
 
+    /// Seconds a client has to send a request's head, and then again its body;
+    /// also how long an idle keep-alive connection is kept.
+    #[arg(long, env = "SSEHUB_REQUEST_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub request_timeout: u64,
+
+    /// Seconds a write may wait for its client to read (an answer, or a
+    /// stream's next frame); a client that reads nothing for that long is
+    /// disconnected, and its stream ends.
+    #[arg(long, env = "SSEHUB_WRITE_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub write_timeout: u64,
+
     /// Seconds a graceful shutdown waits for requests in flight.
     #[arg(long, env = "SSEHUB_SHUTDOWN_GRACE", default_value_t = 10)]
     pub shutdown_grace: u64,

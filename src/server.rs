@@ -1,13 +1,14 @@
 //! The one entry point: [`run`] serves the hub on a bound listener until the
 //! shutdown future completes, then stops gracefully.
 //!
-//! The server owns every task: connection tasks (see `http::connection`:
-//! event streams are written directly, other requests go through hyper), each
+//! The server owns every task: connection tasks (see `http::connection`,
+//! which speaks HTTP/1.1 and writes event streams directly), each
 //! topic's writer, the store's listener, maintenance, and the work a closing
 //! stream leaves behind all run under one [`TaskTracker`] and watch one
 //! [`CancellationToken`]. Shutdown is "signal, then wait": stop accepting,
-//! cancel the token (every SSE stream sends its last comment and ends; hyper
-//! finishes in-flight requests and closes idle keep-alive connections), then
+//! cancel the token (every SSE stream sends its last comment and ends; a
+//! request in flight is finished and answered with `Connection: close`; idle
+//! keep-alive connections close), then
 //! wait for the tracked tasks, at most the grace.
 
 use std::future::Future;
@@ -19,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::http::{routes, serve_connection, Api, ApiState};
+use crate::http::{routes, serve_connection, stalled_streams, Api, ApiState};
 use crate::hub::{Fanout, Hub, HubSettings};
 use crate::protocol::schema::{SchemaError, Schemas};
 use crate::store::{self, Retention, StoreError};
@@ -33,6 +34,10 @@ const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 /// How often expired history is dropped and forgotten channels are released,
 /// in expiry ticks.
 const SWEEP_EVERY_TICKS: u64 = 30;
+
+/// How often the count of streams ended by the write timeout is logged, in
+/// expiry ticks: a count, not a line per stream, which a client could flood.
+const REPORT_EVERY_TICKS: u64 = 60;
 
 /// Serves until `shutdown` completes, then shuts down gracefully.
 ///
@@ -84,6 +89,8 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         hub: hub.clone(),
         access: Arc::clone(&access),
         body_limit: usize::try_from(config.body_limit).unwrap_or(usize::MAX),
+        request_timeout: Duration::from_secs(config.request_timeout),
+        write_timeout: Duration::from_secs(config.write_timeout),
         max_timeout: Duration::from_secs(config.max_timeout),
         static_dir: config.static_dir.clone(),
     });
@@ -145,6 +152,12 @@ async fn maintain(hub: Hub, stop: CancellationToken) {
                 if ticks.is_multiple_of(SWEEP_EVERY_TICKS) {
                     if let Err(error) = hub.sweep().await {
                         tracing::warn!(%error, "history sweep failed");
+                    }
+                }
+                if ticks.is_multiple_of(REPORT_EVERY_TICKS) {
+                    let stalled = stalled_streams();
+                    if stalled > 0 {
+                        tracing::info!(streams = stalled, "streams ended because their client read nothing for the write timeout");
                     }
                 }
             }

@@ -102,6 +102,11 @@ async fn read_to_end_without_silent_hole(stream: &mut SseStream, channel: &str, 
 /// busy (the file store commits concurrent sends together).
 const FLOOD_SENDERS: u64 = 4;
 
+/// The `--write-timeout` of the flood tests: the slow subscriber reads nothing
+/// for as long as the flood lasts, which on a store that commits to disk can
+/// be longer than the default timeout after which such a client is let go.
+const FLOOD_WRITE_TIMEOUT: &str = "600";
+
 /// Subscribes a slow (not reading) and a fast subscriber to `channel`, sends `n` messages of
 /// about `size` bytes (contents `{"i": 1..=n}`, from [`FLOOD_SENDERS`] concurrent senders),
 /// checks the fast one got everything meanwhile, then reads the slow one. Every message either
@@ -171,7 +176,7 @@ async fn flood(server: &TestServer, channel: &str, n: u64, size: usize) -> usize
 
 store_tests! {
     async fn slow_subscriber_gets_everything_or_an_explicit_gap(backend) {
-        let server = backend.start(&["--history-size", "100"]);
+        let server = backend.start(&["--history-size", "100", "--write-timeout", FLOOD_WRITE_TIMEOUT]);
         let gaps = flood(&server, "flood", 2000, 1000).await;
         eprintln!("slow subscriber saw {gaps} gap frame(s)");
     }
@@ -193,7 +198,7 @@ store_tests! {
         // Far more data than the socket buffers, the live buffer and the history can hold together:
         // with bounded memory the slow subscriber must fall off the history, and say so.
         const SIZE: usize = 60_000;
-        let server = backend.start(&["--history-size", "100", "--live-buffer", "16"]);
+        let server = backend.start(&["--history-size", "100", "--live-buffer", "16", "--write-timeout", FLOOD_WRITE_TIMEOUT]);
         let bound = kernel_socket_buffers() + (100 + 16) * SIZE;
         let n = (bound * 5 / 4 / SIZE).clamp(400, 2000) as u64;
         let gaps = flood(&server, "deluge", n, SIZE).await;

@@ -1,7 +1,6 @@
-//! A publisher's connection, byte by byte: keep-alive sends (answered by the
-//! server's own front door), a body that arrives in pieces, other requests on
-//! the same connection, pipelining, `Expect: 100-continue`, chunked bodies and
-//! a client that goes away mid-body (these last ones are served by hyper).
+//! A publisher's connection, byte by byte: keep-alive sends, a body that
+//! arrives in pieces, other requests on the same connection, pipelining,
+//! `Expect: 100-continue`, chunked bodies and a client that goes away mid-body.
 //! Every answer is read off the socket and checked as HTTP/1.1 and against the
 //! schemas.
 
@@ -12,94 +11,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::{json, Value};
 use ssehub::schema::SchemaKind;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-/// One answer read off a socket.
-struct Answer {
-    status: u16,
-    /// Header lines, lowercased names.
-    headers: Vec<(String, String)>,
-    body: Value,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-    }
-}
-
-/// A keep-alive connection with what it has read and not yet consumed.
-struct Connection {
-    socket: TcpStream,
-    unread: Vec<u8>,
-}
-
-impl Connection {
-    async fn open(server: &TestServer) -> Connection {
-        Connection {
-            socket: TcpStream::connect(server.addr()).await.unwrap(),
-            unread: Vec::new(),
-        }
-    }
-
-    async fn write(&mut self, bytes: &[u8]) {
-        self.socket.write_all(bytes).await.unwrap();
-    }
-
-    /// Reads until `unread` holds `wanted` bytes (or fails after [`READ`]).
-    async fn fill(&mut self, wanted: usize) {
-        tokio::time::timeout(READ, async {
-            while self.unread.len() < wanted {
-                let mut chunk = [0u8; 4096];
-                let n = self.socket.read(&mut chunk).await.unwrap();
-                assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&self.unread));
-                self.unread.extend_from_slice(&chunk[..n]);
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("no answer; read so far: {:?}", String::from_utf8_lossy(&self.unread)));
-    }
-
-    /// The next answer: its head, then exactly `Content-Length` bytes of body.
-    async fn answer(&mut self) -> Answer {
-        let head_len = loop {
-            if let Some(at) = self.unread.windows(4).position(|w| w == b"\r\n\r\n") {
-                break at + 4;
-            }
-            self.fill(self.unread.len() + 1).await;
-        };
-        let head = String::from_utf8(self.unread[..head_len].to_vec()).unwrap();
-        let mut lines = head.trim_end().split("\r\n");
-        let status_line = lines.next().unwrap();
-        assert!(status_line.starts_with("HTTP/1.1 "), "{status_line}");
-        let status = status_line[9..12].parse().unwrap();
-        let headers: Vec<(String, String)> = lines
-            .map(|line| {
-                let (name, value) = line.split_once(':').unwrap();
-                (name.trim().to_ascii_lowercase(), value.trim().to_owned())
-            })
-            .collect();
-        let length: usize = headers
-            .iter()
-            .find(|(n, _)| n == "content-length")
-            .map(|(_, v)| v.parse().unwrap())
-            .unwrap_or_else(|| panic!("no content-length in {head:?}"));
-        self.fill(head_len + length).await;
-        let body = serde_json::from_slice(&self.unread[head_len..head_len + length]).unwrap();
-        self.unread.drain(..head_len + length);
-        Answer { status, headers, body }
-    }
-
-    /// Whether the server closed the connection (nothing more to read).
-    async fn closed(&mut self) -> bool {
-        let mut chunk = [0u8; 64];
-        matches!(
-            tokio::time::timeout(READ, self.socket.read(&mut chunk)).await,
-            Ok(Ok(0) | Err(_))
-        )
-    }
-}
 
 fn send_request(channel: &str, body: &str) -> String {
     format!(
@@ -173,7 +84,7 @@ async fn other_requests_follow_sends_on_the_same_connection() {
     assert_eq!(info.status, 200);
     validate(SchemaKind::ChannelInfo, &info.body);
     assert_eq!(info.body["last_id"], id.as_str());
-    // Back to sends after hyper took the connection over.
+    // Back to sends after a request for warp's routes.
     connection.write(send_request("mixed", &body(2)).as_bytes()).await;
     created(&connection.answer().await, "mixed");
 }

@@ -1,10 +1,11 @@
-//! Request bodies: read once, by the transport, within a limit; checked by
-//! the handler in the order the contract gives (`Content-Type` before size).
+//! Request bodies as the handlers see them: read once, by the connection,
+//! within the body limit; checked by the handler in the order the contract
+//! gives (`Content-Type` before size).
 //!
-//! A transport reads the whole body before the handler runs, but a body it
-//! refused (too large, unreadable) is not an answer yet: the handler checks
-//! credentials and `Content-Type` first, then [`json`] turns the refusal into
-//! the answer (protocol/README.md, "A request is checked in this order").
+//! The connection reads the whole body before the routes run, but a body it
+//! refused (too large) is not an answer yet: the handler checks credentials
+//! and `Content-Type` first, then [`json`] turns the refusal into the answer
+//! (protocol/README.md, "A request is checked in this order").
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::{Stream, StreamExt};
@@ -15,19 +16,32 @@ use warp::{Filter, Rejection};
 use super::error::ApiError;
 use crate::protocol::ProtocolError;
 
-/// A request body as its transport read it: whole and within the limit, or
+/// A request body as the connection read it: whole and within the limit, or
 /// why not (`413 body_too_large`, or `400 invalid_json` when it could not be read).
 pub(crate) type Body = Result<Bytes, ApiError>;
 
-/// The request's headers and its body, read within `limit` bytes (warp's
-/// transport; the connection task reads the sends it answers itself).
+/// In a request's extensions when the connection did not read its body
+/// because it is larger than the connection's limit.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyTooLarge {
+    pub(crate) limit: usize,
+}
+
+/// The request's headers and its body, at most `limit` bytes (a route's own
+/// limit may be below the connection's).
 pub(crate) fn headers_and_body(limit: usize) -> impl Filter<Extract = (HeaderMap, Body), Error = Rejection> + Clone {
     warp::header::headers_cloned()
+        .and(warp::ext::optional::<BodyTooLarge>())
         .and(warp::body::stream())
-        .then(move |headers: HeaderMap, body| async move {
-            let body = read_limited(&headers, body, limit).await;
-            (headers, body)
-        })
+        .then(
+            move |headers: HeaderMap, refused: Option<BodyTooLarge>, body| async move {
+                let body = match refused {
+                    Some(BodyTooLarge { limit }) => Err(ApiError::BodyTooLarge { limit }),
+                    None => read_limited(&headers, body, limit).await,
+                };
+                (headers, body)
+            },
+        )
         .untuple_one()
 }
 

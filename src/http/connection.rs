@@ -1,195 +1,278 @@
 //! One task per TCP connection, and what it costs to hold one open.
 //!
-//! An event stream is a long-lived response that only ever writes, so it is
-//! served here directly rather than through hyper's HTTP/1 connection, which
-//! keeps an 8 KiB read buffer and an 8 KiB header buffer for the life of every
-//! connection: that alone is more than we allow an idle subscriber. The task
-//! reads the request head into a small buffer; a `GET` of
-//! `/channels/{channel}/events` gets its response from the very same routes as
-//! every other request (so validation, credentials, CORS and errors are
-//! decided in one place), and the response is written straight to the socket:
-//! the head, then each chunk the stream yields, close-delimited
-//! (`Connection: close`, which EventSource and proxies handle, and which saves
-//! the chunked-encoding framing on every delivery). The socket also goes to the
-//! hub with the request (as an [`EventSocket`]), so that while the subscriber is
-//! up to date its topic's writer sends new frames to it directly, without
-//! waking this task. The head buffer is freed before the first frame.
+//! The task speaks HTTP/1.1 itself: it reads request heads into a small
+//! buffer (checked by [`super::head`]), reads bodies ([`super::incoming`]),
+//! calls the routes, and writes the answers ([`super::wire`]), keeping the
+//! connection alive between requests as the client asks. Every request gets
+//! its answer from the very same routes (so validation, credentials, CORS and
+//! errors are decided in one place), through the panic net and CORS headers
+//! of [`super::guard`]; every error, down to a head that cannot be parsed, is
+//! the JSON error body.
 //!
-//! A plain send (`POST /channels/{channel}/messages` with a `Content-Length`
-//! body) is also answered here, by the send handler itself, and so is every
-//! send after it on the same keep-alive connection (see [`SendHead`]): a
-//! publisher's requests are the server's other hot path. Anything else goes to
-//! hyper along with the bytes already read.
+//! Two requests take a shorter path, because they are the server's hot ones:
+//! - An event stream (`GET /channels/{channel}/events`) ends the connection's
+//!   life as an HTTP connection: its answer is written straight to the socket,
+//!   close-delimited (`Connection: close`, which EventSource and proxies
+//!   handle, and which saves the chunked-encoding framing on every delivery),
+//!   and the socket goes to the hub with the request ([`super::socket`]), so
+//!   that while the subscriber is up to date its topic's writer sends new
+//!   frames to it directly, without waking this task. The buffer is freed
+//!   before the first frame: an idle subscriber costs this task's future and
+//!   the socket, not 16 KiB of HTTP buffers.
+//! - A send (`POST /channels/{channel}/messages`) is answered by the send
+//!   handler itself, without warp's route matching around it.
 //!
-//! The pieces: which requests are answered here ([`super::head`]), the
-//! HTTP/1.1 this task writes ([`super::wire`]), hyper for the rest
-//! ([`super::fallback`]), the panic net and CORS every answer passes
-//! ([`super::guard`]), and the socket lent to the hub ([`super::socket`]).
+//! Time is bounded everywhere: a head, and then a body, must arrive within the
+//! request timeout (an idle keep-alive connection is closed when its next head
+//! does not); every write waits at most the write timeout for the client to
+//! read. A connection this task closes lingers (see [`Conn::linger`]) so that
+//! its last answer reaches the client.
 
 use std::convert::Infallible;
-use std::io;
 use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use http_body_util::Empty;
-use hyper::body::Incoming;
-use tokio::io::AsyncReadExt;
+use bytes::{Buf, Bytes};
+use http_body_util::Full;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
-use warp::http::Request;
+use warp::http::{Request, Uri};
 use warp::reply::Response;
 
+use super::body::BodyTooLarge;
 use super::cors::allowed_origin;
-use super::fallback::{serve_with_hyper, Rewind};
+use super::error::ApiError;
 use super::guard::{guarded, respond};
-use super::head::{sort_head, Head, SendHead};
+use super::head::{Framing, Parsed, RequestHead, Route};
+use super::incoming::{Body, Conn};
 use super::socket::EventSocket;
-use super::wire::{write_response, write_stream};
+use super::wire::{write_all, write_answer, write_stream, Answer};
 use super::{handlers, Api};
 
-/// A client that has not sent its request head after this long is dropped.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The largest request head read here; a larger one goes to hyper, which answers it.
-const HEAD_LIMIT: usize = 16 * 1024;
+/// What a connection does after an answer.
+enum After {
+    /// Reads the next request.
+    KeepAlive,
+    /// Closes, lingering so that the answer reaches the client.
+    Close,
+    /// Closes at once: the client is gone or too slow to wait for.
+    Drop,
+}
 
 /// Serves one connection until it closes or the server stops.
-pub(crate) async fn serve_connection<S>(mut stream: TcpStream, service: S, api: Api, stop: CancellationToken)
+pub(crate) async fn serve_connection<S>(stream: TcpStream, service: S, api: Api, stop: CancellationToken)
 where
-    S: Service<Request<Incoming>, Response = Response, Error = Infallible>
-        + Service<Request<Empty<Bytes>>, Response = Response, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    <S as Service<Request<Incoming>>>::Future: Send + 'static,
-    <S as Service<Request<Empty<Bytes>>>>::Future: Send + 'static,
+    S: Service<Request<Full<Bytes>>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
 {
-    let mut buffer = BytesMut::with_capacity(1024);
-    let mut kind = next_head(&mut stream, &mut buffer, api.body_limit, &stop).await;
-    loop {
-        match kind {
-            Head::Closed => return,
-            // Boxed, like hyper's connection below: the many connections that
-            // stream do not carry the size of a send in their own future.
-            Head::Send(send) => match Box::pin(serve_sends(&mut stream, &mut buffer, &api, *send, &stop)).await {
-                Some(next) => kind = next,
-                None => return,
-            },
-            Head::Events(mut request) => {
-                drop(buffer);
-                let socket = Arc::new(stream);
-                request.extensions_mut().insert(EventSocket(Arc::clone(&socket)));
-                let mut service = service;
-                // Boxed: the routes' future is large and needed only until the
-                // stream begins, while this task's own future lives as long
-                // as the stream (and is what an idle subscriber costs).
-                let response = Box::pin(respond(&mut service, &api.access, *request)).await;
-                drop((service, api));
-                write_stream(socket, response).await;
-                return;
-            }
-            Head::Other => {
-                let access = Arc::clone(&api.access);
-                drop(api);
-                Box::pin(serve_with_hyper(
-                    Rewind::new(buffer.freeze(), stream),
-                    HEADER_READ_TIMEOUT,
-                    service,
-                    access,
-                    stop,
-                ))
-                .await;
-                return;
-            }
-        }
-    }
-}
-
-/// Answers `first` and the sends that follow it on this keep-alive
-/// connection; the first request that is not a send, or `None` when the
-/// connection is done.
-async fn serve_sends(
-    stream: &mut TcpStream,
-    buffer: &mut BytesMut,
-    api: &Api,
-    first: SendHead,
-    stop: &CancellationToken,
-) -> Option<Head> {
-    let mut send = first;
-    loop {
-        serve_send(stream, buffer, api, send, stop).await.ok()?;
-        match next_head(stream, buffer, api.body_limit, stop).await {
-            Head::Send(next) => send = *next,
-            Head::Closed => return None,
-            other => return Some(other),
-        }
-    }
-}
-
-/// The next request head, within the header timeout and unless the server stops.
-async fn next_head(stream: &mut TcpStream, buffer: &mut BytesMut, body_limit: usize, stop: &CancellationToken) -> Head {
-    tokio::select! {
-        kind = tokio::time::timeout(HEADER_READ_TIMEOUT, read_head(stream, buffer, body_limit)) => {
-            kind.unwrap_or(Head::Closed)
-        }
-        () = stop.cancelled() => Head::Closed,
-    }
-}
-
-/// Reads the body of `send` (whose head starts `buffer`), answers it and
-/// writes the answer; `Err` when the connection is done (closed, the body
-/// slower than the header timeout, or the server stops before the body is
-/// in: a send whose body was read is always answered). What follows the body
-/// stays in `buffer`.
-async fn serve_send(
-    stream: &mut TcpStream,
-    buffer: &mut BytesMut,
-    api: &Api,
-    send: SendHead,
-    stop: &CancellationToken,
-) -> io::Result<()> {
-    let total = send.head_len + send.body_len;
-    let read = async {
-        while buffer.len() < total {
-            buffer.reserve(total - buffer.len());
-            if stream.read_buf(buffer).await? == 0 {
-                return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
-            }
-        }
-        Ok(())
+    let mut conn = Conn::new(stream);
+    let (conn, head) = match next_head(&mut conn, &api, &stop).await {
+        Some(Ok(head)) if head.route == Route::Events => (conn, head),
+        // Boxed: the many connections that stream do not carry the size of
+        // the request loop in their own future.
+        Some(Ok(head)) => match Box::pin(serve_requests(conn, &service, &api, head, &stop)).await {
+            Some(events) => events,
+            None => return,
+        },
+        Some(Err(error)) => return refuse(conn, error, &api).await,
+        None => return,
     };
-    tokio::select! {
-        read = tokio::time::timeout(HEADER_READ_TIMEOUT, read) => read??,
-        () = stop.cancelled() => return Err(io::ErrorKind::Interrupted.into()),
-    }
-    let body = buffer.split_to(total).split_off(send.head_len).freeze();
-    let origin = allowed_origin(&api.access, &send.headers);
-    let response = guarded(
-        origin,
-        handlers::send(api.clone(), send.channel, send.headers, Ok(body)),
-    )
-    .await;
-    write_response(stream, response).await
+    serve_events(conn, service, api, *head).await;
 }
 
-/// Reads until the request head is complete, and sorts it.
-async fn read_head(stream: &mut TcpStream, head: &mut BytesMut, body_limit: usize) -> Head {
+/// The next request head, within the request timeout and unless the server
+/// stops; `None` when the connection is done, `Err` for a head that cannot be
+/// served.
+async fn next_head(conn: &mut Conn, api: &Api, stop: &CancellationToken) -> Option<Result<Box<RequestHead>, ApiError>> {
+    let parsed = tokio::select! {
+        parsed = tokio::time::timeout(api.request_timeout, conn.head()) => parsed.ok()??,
+        () = stop.cancelled() => return None,
+    };
+    Some(match parsed {
+        Parsed::Complete(head) => Ok(head),
+        Parsed::Invalid(error) => Err(error),
+        Parsed::Partial => Err(ApiError::BadRequest("the request head is incomplete")),
+    })
+}
+
+/// Answers `first` and the requests after it on this keep-alive connection;
+/// the first event stream asked for (with the connection), or `None` when the
+/// connection is done.
+async fn serve_requests<S>(
+    mut conn: Conn,
+    service: &S,
+    api: &Api,
+    first: Box<RequestHead>,
+    stop: &CancellationToken,
+) -> Option<(Conn, Box<RequestHead>)>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response, Error = Infallible> + Clone,
+{
+    let mut head = first;
     loop {
-        if !head.is_empty() {
-            if let Some(kind) = sort_head(head, body_limit) {
-                return kind;
+        match serve_request(&mut conn, service, api, head, stop).await {
+            After::KeepAlive => {}
+            After::Close => {
+                conn.linger().await;
+                return None;
             }
-            if head.len() >= HEAD_LIMIT {
-                return Head::Other;
-            }
+            After::Drop => return None,
         }
-        head.reserve(1024);
-        match stream.read_buf(head).await {
-            Ok(0) | Err(_) if head.is_empty() => return Head::Closed,
-            Ok(0) | Err(_) => return Head::Other,
-            Ok(_) => {}
+        head = match next_head(&mut conn, api, stop).await? {
+            Ok(head) if head.route == Route::Events => return Some((conn, head)),
+            Ok(head) => head,
+            Err(error) => {
+                refuse(conn, error, api).await;
+                return None;
+            }
+        };
+    }
+}
+
+/// Reads one request's body, answers the request and writes the answer.
+async fn serve_request<S>(
+    conn: &mut Conn,
+    service: &S,
+    api: &Api,
+    head: Box<RequestHead>,
+    stop: &CancellationToken,
+) -> After
+where
+    S: Service<Request<Full<Bytes>>, Response = Response, Error = Infallible> + Clone,
+{
+    let head = *head;
+    conn.buffer.advance(head.head_len);
+    if head.expect_continue && head.body != Framing::None && !conn.holds_body(head.body) {
+        let fits = match head.body {
+            Framing::Length(length) => usize::try_from(length).is_ok_and(|length| length <= api.body_limit),
+            _ => true,
+        };
+        // Only a body that will be read is asked for.
+        if fits
+            && write_all(&conn.stream, b"HTTP/1.1 100 Continue\r\n\r\n", api.write_timeout)
+                .await
+                .is_err()
+        {
+            return After::Drop;
         }
     }
+    // A request whose head has arrived is served to the end, even while the
+    // server stops (within the request timeout and the shutdown grace).
+    let read = tokio::time::timeout(api.request_timeout, conn.body(head.body, api.body_limit)).await;
+    let body = match read {
+        Ok(Ok(body)) => body,
+        Ok(Err(error)) if error.kind() == std::io::ErrorKind::InvalidData => {
+            answer_error(conn, ApiError::BadRequest("the chunked body is not well-formed"), api).await;
+            return After::Close;
+        }
+        Ok(Err(_)) => return After::Drop,
+        Err(_elapsed) => {
+            answer_error(conn, ApiError::RequestTimeout, api).await;
+            return After::Drop;
+        }
+    };
+    let RequestHead {
+        method,
+        target,
+        version,
+        headers,
+        keep_alive,
+        route,
+        ..
+    } = head;
+    let read_whole = matches!(body, Body::Whole(_));
+    let response = match route {
+        Route::Send { channel } => {
+            let origin = allowed_origin(&api.access, &headers);
+            let body = match body {
+                Body::Whole(bytes) => Ok(bytes),
+                Body::TooLarge => Err(ApiError::BodyTooLarge { limit: api.body_limit }),
+            };
+            guarded(origin, handlers::send(api.clone(), channel, headers, body)).await
+        }
+        _ => {
+            let Ok(uri) = target.parse::<Uri>() else {
+                answer_error(conn, ApiError::BadRequest("the request target is not a URI"), api).await;
+                return After::Close;
+            };
+            let (bytes, refused) = match body {
+                Body::Whole(bytes) => (bytes, None),
+                Body::TooLarge => (Bytes::new(), Some(BodyTooLarge { limit: api.body_limit })),
+            };
+            let mut request = Request::new(Full::new(bytes));
+            *request.method_mut() = method.clone();
+            *request.uri_mut() = uri;
+            *request.version_mut() = version;
+            *request.headers_mut() = headers;
+            if let Some(refused) = refused {
+                request.extensions_mut().insert(refused);
+            }
+            let mut service = service.clone();
+            respond(&mut service, &api.access, request).await
+        }
+    };
+    let answer = Answer {
+        method: &method,
+        version,
+        // A body left unread, or a server stopping, ends the connection.
+        keep_alive: keep_alive && read_whole && !stop.is_cancelled(),
+        write_timeout: api.write_timeout,
+    };
+    match write_answer(&conn.stream, response, answer).await {
+        Ok(true) => After::KeepAlive,
+        Ok(false) => After::Close,
+        Err(_) => After::Drop,
+    }
+}
+
+/// Answers a request that cannot be served with `error` (the connection is
+/// then closed).
+async fn answer_error(conn: &Conn, error: ApiError, api: &Api) {
+    let answer = Answer {
+        method: &warp::http::Method::GET,
+        version: warp::http::Version::HTTP_11,
+        keep_alive: false,
+        write_timeout: api.write_timeout,
+    };
+    let _ = write_answer(&conn.stream, error.into_response(), answer).await;
+}
+
+/// Answers a head that cannot be served, and closes.
+async fn refuse(conn: Conn, error: ApiError, api: &Api) {
+    answer_error(&conn, error, api).await;
+    conn.linger().await;
+}
+
+/// An event stream: the routes decide the answer, and this task writes it
+/// for as long as the stream lasts. Whatever the client sends after its head
+/// is read and dropped.
+async fn serve_events<S>(conn: Conn, service: S, api: Api, head: RequestHead)
+where
+    S: Service<Request<Full<Bytes>>, Response = Response, Error = Infallible>,
+{
+    let Conn { stream, buffer } = conn;
+    drop(buffer);
+    let Ok(uri) = head.target.parse::<Uri>() else {
+        return refuse(
+            Conn::new(stream),
+            ApiError::BadRequest("the request target is not a URI"),
+            &api,
+        )
+        .await;
+    };
+    let socket = Arc::new(stream);
+    let mut request = Request::new(Full::new(Bytes::new()));
+    *request.method_mut() = head.method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = head.version;
+    *request.headers_mut() = head.headers;
+    request.extensions_mut().insert(EventSocket(Arc::clone(&socket)));
+    let mut service = service;
+    let write_timeout = api.write_timeout;
+    // Boxed: the routes' future is large and needed only until the stream
+    // begins, while this task's own future lives as long as the stream (and
+    // is what an idle subscriber costs).
+    let response = Box::pin(respond(&mut service, &api.access, request)).await;
+    drop((service, api));
+    write_stream(socket, response, write_timeout).await;
 }

@@ -40,6 +40,16 @@ pub(crate) enum ApiError {
     Invalid(Violation),
     /// A bug: a handler panicked. Logged; the client gets a generic answer.
     Internal,
+    /// Not well-formed HTTP/1.1 (says what); the connection cannot go on.
+    BadRequest(&'static str),
+    /// The head or body did not arrive within the request timeout.
+    RequestTimeout,
+    /// The request target is longer than the server reads.
+    UriTooLong,
+    /// The request head is larger than the server reads.
+    HeadersTooLarge,
+    /// A feature of HTTP this server does not implement (says which).
+    NotImplemented(&'static str),
 }
 
 impl From<ProtocolError> for ApiError {
@@ -83,6 +93,11 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::UriTooLong => StatusCode::URI_TOO_LONG,
+            ApiError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
         }
     }
 
@@ -101,6 +116,11 @@ impl ApiError {
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::Internal => "internal",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::RequestTimeout => "request_timeout",
+            ApiError::UriTooLong => "uri_too_long",
+            ApiError::HeadersTooLarge => "headers_too_large",
+            ApiError::NotImplemented(_) => "not_implemented",
         }
     }
 
@@ -119,7 +139,13 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "this method is not allowed on this resource".into(),
             ApiError::BodyTooLarge { limit } => format!("the body is larger than this server's limit of {limit} bytes"),
             ApiError::UnsupportedMediaType => "send the body as JSON with 'Content-Type: application/json'".into(),
-            ApiError::Unauthorized(why) | ApiError::Forbidden(why) => (*why).to_owned(),
+            ApiError::Unauthorized(why)
+            | ApiError::Forbidden(why)
+            | ApiError::BadRequest(why)
+            | ApiError::NotImplemented(why) => (*why).to_owned(),
+            ApiError::RequestTimeout => "the request did not arrive in time; the connection is closed".into(),
+            ApiError::UriTooLong => "the request target is longer than this server reads".into(),
+            ApiError::HeadersTooLarge => "the request head is larger than this server reads".into(),
             ApiError::Invalid(violation) => violation.to_string(),
             ApiError::Internal => "internal error; it has been logged".into(),
         }
@@ -155,9 +181,15 @@ impl ApiError {
             ApiError::Unauthorized(_) => {
                 headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ApiError::BodyTooLarge { .. } => {
-                // The rest of the body is left unread, so this connection cannot
-                // carry another request; say so rather than let the client find out.
+            ApiError::BodyTooLarge { .. }
+            | ApiError::BadRequest(_)
+            | ApiError::RequestTimeout
+            | ApiError::UriTooLong
+            | ApiError::HeadersTooLarge
+            | ApiError::NotImplemented(_) => {
+                // What follows on the connection cannot be framed (or the body
+                // is left unread), so it cannot carry another request; say so
+                // rather than let the client find out.
                 headers.insert(CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}

@@ -2,10 +2,10 @@
 //!
 //! | module | role |
 //! |---|---|
-//! | `connection` | one task per TCP connection: event streams and plain sends answered here, the rest to hyper |
-//! | `head` | which requests the connection task answers itself |
-//! | `wire` | the HTTP/1.1 it writes: keep-alive answers, close-delimited streams |
-//! | `fallback` | hyper's HTTP/1 connection for every other request |
+//! | `connection` | one task per TCP connection, speaking HTTP/1.1: requests in turn, or one event stream |
+//! | `head` | request heads: parsed, checked, sorted (stream, send, other) |
+//! | `incoming` | what a connection reads: heads, bodies (length or chunked), the lingering close |
+//! | `wire` | what it writes: answers with their framing, close-delimited streams, write deadlines |
 //! | `guard` | CORS preflight, the panic net and CORS headers around every answer |
 //! | `socket` | the event stream's socket, lent to the hub for direct delivery |
 //! | `filters` | the routes (warp) |
@@ -19,11 +19,11 @@ mod body;
 mod connection;
 mod cors;
 mod error;
-mod fallback;
 mod filters;
 mod guard;
 mod handlers;
 mod head;
+mod incoming;
 mod socket;
 mod wire;
 
@@ -37,6 +37,7 @@ use crate::hub::Hub;
 
 pub(crate) use connection::serve_connection;
 pub(crate) use filters::routes;
+pub(crate) use wire::stalled_streams;
 
 /// What an add-on's routes (the demo backend) use: the same body reading and
 /// error answers as the API's own.
@@ -73,8 +74,12 @@ pub(crate) struct ApiState {
     pub(crate) hub: Hub,
     /// Keys, policies, CORS origins.
     pub(crate) access: Arc<Access>,
-    /// Largest accepted send body, in bytes.
+    /// Largest accepted request body, in bytes.
     pub(crate) body_limit: usize,
+    /// Longest a request's head, and then its body, may take to arrive.
+    pub(crate) request_timeout: Duration,
+    /// Longest a write may wait for its client to read.
+    pub(crate) write_timeout: Duration,
     /// Largest `?timeout=` a subscriber may ask for.
     pub(crate) max_timeout: Duration,
     /// Where the demo pages are.

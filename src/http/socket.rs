@@ -4,8 +4,8 @@
 //!
 //! It travels from the connection task (`connection.rs`) through warp's
 //! request extensions to the events route (`filters.rs`), which hands it to
-//! the hub as the stream's [`Outlet`]. A stream served through hyper has none,
-//! and is pulled instead.
+//! the hub as the stream's [`Outlet`]. A stream with none (a transport that
+//! cannot lend its socket) is pulled instead.
 
 use std::io;
 use std::sync::Arc;

@@ -13,7 +13,8 @@
 //! full (the rest of the frame is handed back too, and the task waits for the
 //! socket), the write failed (the client is gone), the subscriber fell behind
 //! the ring (it catches up from the store), or it has no socket to give (a
-//! stream served through hyper: it is just woken, as a pull subscriber).
+//! stream whose transport cannot lend its socket: it is just woken, as a
+//! pull subscriber).
 //! Exactly one side writes at a time: the writer only touches a socket while
 //! holding its slot's lock with `parked` set, and the subscriber clears
 //! `parked` under that lock before it writes anything itself.

@@ -11,9 +11,12 @@
 //! Every wait has a deadline: no test can hang.
 #![allow(dead_code)]
 
+pub(crate) mod raw;
 #[macro_use]
 pub(crate) mod stores;
-// Not every test crate runs store-parameterised tests.
+// Not every test crate uses every helper module.
+#[allow(unused_imports)]
+pub(crate) use raw::*;
 #[allow(unused_imports)]
 pub(crate) use stores::*;
 
