@@ -112,9 +112,32 @@ pub struct Config {
     #[arg(long, env = "SSEHUB_BODY_LIMIT", default_value_t = 65536, value_parser = clap::value_parser!(u64).range(2..=64 * 1024 * 1024))]
     pub body_limit: u64,
 
-    /// Open streams allowed on this server.
-    #[arg(long, env = "SSEHUB_MAX_SUBSCRIBERS", default_value_t = 100_000)]
-    pub max_subscribers: usize,
+    /// Open streams allowed on this server (default: 100,000, or fewer when
+    /// the open-file limit would not hold them with room to spare for sends
+    /// and health checks).
+    #[arg(long, env = "SSEHUB_MAX_SUBSCRIBERS", value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub max_subscribers: Option<u64>,
+
+    /// Open connections allowed on this server (default: the open-file limit
+    /// less what the server keeps for itself); more are answered
+    /// `503 too_many_connections` and closed.
+    #[arg(long, env = "SSEHUB_MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub max_connections: Option<u64>,
+
+    /// Open streams allowed per client address (more: `too_many_requests`).
+    #[arg(long, env = "SSEHUB_MAX_STREAMS_PER_CLIENT", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub max_streams_per_client: u64,
+
+    /// Requests in flight allowed per client address (more: `429 too_many_requests`).
+    #[arg(long, env = "SSEHUB_MAX_REQUESTS_PER_CLIENT", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub max_requests_per_client: u64,
+
+    /// A proxy address or range (`10.0.0.0/8`, `::1`) whose `Forwarded` or
+    /// `X-Forwarded-For` header names the client (repeatable; the variable
+    /// takes a comma-separated list). From any other peer these headers are
+    /// ignored: the peer is the client.
+    #[arg(long = "trusted-proxy", env = "SSEHUB_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 
     /// Recent messages kept per followed channel for live delivery; a subscriber
     /// further behind reads the history instead.
@@ -190,6 +213,13 @@ pub struct Config {
     /// Log filter (tracing `EnvFilter` syntax, e.g. `info` or `ssehub=debug`).
     #[arg(long, env = "SSEHUB_LOG", default_value = "info")]
     pub log: String,
+}
+
+/// An address range, or one address (a /32 or /128).
+fn parse_net(text: &str) -> Result<ipnet::IpNet, String> {
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("'{text}' is neither an address nor an address range like 10.0.0.0/8"))
 }
 
 impl Config {

@@ -22,6 +22,7 @@
 //! | `sse` | SSE frame encoding, once per message |
 //! | `access` | publisher keys, per-channel policies, CORS origins |
 //! | `config` | flags and `SSEHUB_*` environment variables |
+//! | `capacity` | the connection and stream limits the open-file limit allows |
 //! | `demo` | the demo backend, an add-on beside the API (cargo feature `demo`, on by default) |
 //!
 //! ```text
@@ -34,6 +35,7 @@
 //! ```
 
 mod access;
+mod capacity;
 mod config;
 #[cfg(feature = "demo")]
 mod demo;

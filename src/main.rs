@@ -15,6 +15,7 @@ const LISTEN_BACKLOG: u32 = 4096;
 
 fn main() -> ExitCode {
     let config = ssehub::Config::from_args();
+    raise_open_file_limit();
     let runtime = match runtime(config.workers) {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -80,6 +81,19 @@ async fn serve(config: ssehub::Config) -> ExitCode {
         Err(error) => {
             eprintln!("ssehub: {error}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Raises the soft open-file limit to the hard one, as a server that holds a
+/// connection per subscriber wants (the soft limit is often 1,024 while the
+/// hard one is far higher). The server sizes its connection and stream limits
+/// from the result; if this fails it runs within the soft limit.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
         }
     }
 }

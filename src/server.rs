@@ -12,15 +12,20 @@
 //! wait for the tracked tasks, at most the grace.
 
 use std::future::Future;
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use socket2::{SockRef, TcpKeepalive};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::capacity::{capacity, open_file_limit};
 use crate::config::Config;
-use crate::http::{routes, serve_connection, stalled_streams, Api, ApiState};
+use crate::http::{refuse_connection, routes, serve_connection, stalled_streams, Api, ApiState, Bounds, Limits};
 use crate::hub::{Fanout, Hub, HubSettings};
 use crate::protocol::schema::{SchemaError, Schemas};
 use crate::store::{self, Retention, StoreError};
@@ -38,6 +43,22 @@ const SWEEP_EVERY_TICKS: u64 = 30;
 /// How often the count of streams ended by the write timeout is logged, in
 /// expiry ticks: a count, not a line per stream, which a client could flood.
 const REPORT_EVERY_TICKS: u64 = 60;
+
+/// How long the accept loop rests after a failed accept (typically: no file
+/// left), instead of spinning on it.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// How often a repeated condition of the accept loop (failed accepts,
+/// connections refused over the limit) is logged: once, then as a count.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Connections over the limit being answered at once; past this they are
+/// closed unanswered, so that refusing cannot itself use up the files left.
+const MAX_REFUSING: usize = 64;
+
+/// Idle time before the kernel probes a silent peer, and between probes.
+const KEEPALIVE_TIME: Duration = Duration::from_secs(60);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Serves until `shutdown` completes, then shuts down gracefully.
 ///
@@ -69,11 +90,13 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         .await
         .map_err(StartError::Store)?;
     let kind = store.log.kind();
+    let files = open_file_limit();
+    let capacity = capacity(&config, files);
     let settings = HubSettings {
         retry_ms: config.retry_ms,
         heartbeat: Duration::from_secs(config.heartbeat),
         default_timeout: Duration::from_secs(config.timeout),
-        max_subscribers: config.max_subscribers,
+        max_subscribers: capacity.max_subscribers,
         replay_batch: REPLAY_BATCH,
         client_idle_seconds: config.client_idle,
     };
@@ -93,6 +116,12 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         write_timeout: Duration::from_secs(config.write_timeout),
         max_timeout: Duration::from_secs(config.max_timeout),
         static_dir: config.static_dir.clone(),
+        limits: Limits::new(Bounds {
+            max_connections: capacity.max_connections,
+            max_streams_per_client: usize::try_from(config.max_streams_per_client).unwrap_or(usize::MAX),
+            max_requests_per_client: usize::try_from(config.max_requests_per_client).unwrap_or(usize::MAX),
+            trusted_proxies: config.trusted_proxies.clone(),
+        }),
     });
     #[cfg(feature = "demo")]
     let add_on = config
@@ -103,19 +132,41 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     let service = warp::service(routes(api.clone(), add_on));
     tasks.spawn(maintain(hub.clone(), stop.clone()));
 
-    tracing::info!(store = kind, "serving");
+    tracing::info!(
+        store = kind,
+        max_connections = capacity.max_connections,
+        max_subscribers = capacity.max_subscribers,
+        open_file_limit = ?files,
+        "serving"
+    );
+    let write_timeout = Duration::from_secs(config.write_timeout);
+    let refusing = Arc::new(AtomicUsize::new(0));
+    let mut failed_accepts = Repeated::new("accept failed (retrying)");
+    let mut refused = Repeated::new("connections refused: the server holds its maximum of open connections");
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    tasks.spawn(serve_connection(stream, service.clone(), api.clone(), stop.clone()));
+                    configure(&stream, write_timeout);
+                    if let Some(permit) = api.limits.connection() {
+                        tasks.spawn(serve_connection(stream, permit, service.clone(), api.clone(), stop.clone()));
+                        continue;
+                    }
+                    refused.happened(None);
+                    if refusing.fetch_add(1, Ordering::AcqRel) < MAX_REFUSING {
+                        let refusing = Arc::clone(&refusing);
+                        tasks.spawn(async move {
+                            refuse_connection(stream).await;
+                            refusing.fetch_sub(1, Ordering::AcqRel);
+                        });
+                    } else {
+                        refusing.fetch_sub(1, Ordering::AcqRel);
+                    }
                 }
                 Err(error) => {
-                    // Typically EMFILE: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    failed_accepts.happened(Some(&error));
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
             },
             () = &mut shutdown => break,
@@ -163,6 +214,51 @@ async fn maintain(hub: Hub, stop: CancellationToken) {
             }
             () = stop.cancelled() => return,
         }
+    }
+}
+
+/// Options of an accepted socket: no Nagle delay (frames leave as written);
+/// keepalive probes, so a peer that vanished without a word is noticed on an
+/// idle connection; and a user timeout, so data the peer does not acknowledge
+/// (or a zero window it never opens) ends the connection in the kernel too.
+fn configure(stream: &TcpStream, write_timeout: Duration) {
+    let _ = stream.set_nodelay(true);
+    let socket = SockRef::from(stream);
+    let keepalive = TcpKeepalive::new()
+        .with_time(KEEPALIVE_TIME)
+        .with_interval(KEEPALIVE_INTERVAL);
+    let _ = socket.set_tcp_keepalive(&keepalive);
+    let _ = socket.set_tcp_user_timeout(Some(write_timeout));
+}
+
+/// A condition that may repeat many times a second (under attack, or with no
+/// file left): logged when it first happens, then at most every
+/// [`LOG_EVERY`] with how often it happened meanwhile.
+struct Repeated {
+    what: &'static str,
+    since: u64,
+    logged: Option<Instant>,
+}
+
+impl Repeated {
+    fn new(what: &'static str) -> Self {
+        Repeated {
+            what,
+            since: 0,
+            logged: None,
+        }
+    }
+
+    fn happened(&mut self, error: Option<&io::Error>) {
+        self.since += 1;
+        let now = Instant::now();
+        if self.logged.is_some_and(|at| now.duration_since(at) < LOG_EVERY) {
+            return;
+        }
+        let error = error.map(ToString::to_string);
+        tracing::warn!(times = self.since, error, "{}", self.what);
+        self.since = 0;
+        self.logged = Some(now);
     }
 }
 

@@ -245,3 +245,140 @@ async fn a_subscriber_that_never_reads_is_let_go() {
         }
     }
 }
+
+/// Opens a raw event stream on `channel`; what the server first answered on
+/// it (up to the preamble or the end of a refusal).
+async fn open_raw_stream(server: &TestServer, channel: &str, extra_headers: &str) -> (Connection, String) {
+    let mut connection = Connection::open(server).await;
+    connection
+        .write(
+            format!("GET /channels/{channel}/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n{extra_headers}\r\n")
+                .as_bytes(),
+        )
+        .await;
+    loop {
+        let text = String::from_utf8_lossy(&connection.unread).into_owned();
+        if text.contains(": ssehub stream open\n\n") && !text.contains("event: failure")
+            || text.contains("event: failure") && text.ends_with("\n\n")
+        {
+            return (connection, text);
+        }
+        connection.fill(connection.unread.len() + 1).await;
+    }
+}
+
+/// The `code` of the failure frame in a refused stream's text.
+fn failure_code(text: &str) -> Option<String> {
+    let data = text.split("event: failure\ndata: ").nth(1)?.lines().next()?;
+    let body: serde_json::Value = serde_json::from_str(data).ok()?;
+    validate(SchemaKind::Failure, &body);
+    Some(body["code"].as_str()?.to_owned())
+}
+
+/// With few files to open, the server sizes its limits from them: streams
+/// past the subscriber limit get `too_many_subscribers`, connections past the
+/// connection limit get `503 too_many_connections`, and it stays reachable
+/// for health checks and sends throughout, without flooding its log.
+#[tokio::test]
+async fn a_small_open_file_limit_keeps_the_server_reachable() {
+    // 256 files: 192 connections, 173 of them streams (see src/capacity.rs).
+    let server = TestServer::start_with_files(256, &[]);
+    let mut streams = Vec::new();
+    let mut refused = 0;
+    for _ in 0..180 {
+        let (connection, text) = open_raw_stream(&server, "crowded", "").await;
+        match failure_code(&text) {
+            None => streams.push(connection),
+            Some(code) => {
+                assert_eq!(code, "too_many_subscribers", "{text}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((streams.len(), refused), (173, 7));
+    let (status, health) = server.get_json("/healthz").await;
+    assert_eq!(status, 200, "{health}");
+    server.send_id("crowded", json!("still sending")).await;
+
+    // Connections up to the limit are kept; the next ones are refused.
+    let mut idle = Vec::new();
+    for _ in 0..18 {
+        let mut connection = Connection::open(&server).await;
+        connection.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert_eq!(connection.answer().await.status, 200);
+        idle.push(connection);
+    }
+    for _ in 0..5 {
+        let mut connection = Connection::open(&server).await;
+        let answer = connection.answer().await;
+        assert_eq!(answer.status, 503, "{}", answer.body);
+        validate(SchemaKind::Error, &answer.body);
+        assert_eq!(answer.body["error"]["code"], "too_many_connections");
+        assert_eq!(answer.header("retry-after"), Some("1"));
+    }
+    drop(idle);
+    drop(streams);
+    // Places come back as connections close.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let reachable = tokio::time::timeout(
+            Duration::from_secs(1),
+            server.client().get(server.url("/healthz")).send(),
+        )
+        .await;
+        if matches!(reachable, Ok(Ok(ref response)) if response.status() == 200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the server did not get its places back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = server.stderr();
+    assert!(!log.contains("Too many open files"), "{log}");
+    assert!(log.matches("connections refused").count() <= 1, "{log}");
+}
+
+/// Each client address has its own bounds; behind a trusted proxy, the
+/// address it names is the client, and from anyone else the header is ignored.
+#[tokio::test]
+async fn each_client_has_its_own_bounds_and_proxies_name_clients_only_when_trusted() {
+    let limits = ["--max-streams-per-client", "2", "--max-requests-per-client", "1"];
+    let server = TestServer::start(&limits);
+    let (_one, _) = open_raw_stream(&server, "mine", "").await;
+    let (_two, _) = open_raw_stream(&server, "mine", "").await;
+    let (_, text) = open_raw_stream(&server, "mine", "").await;
+    assert_eq!(failure_code(&text).as_deref(), Some("too_many_requests"), "{text}");
+    // Without Accept: text/event-stream, the same refusal as JSON.
+    let response = server.get("/channels/mine/events", NONE).await;
+    let error = expect_error(response, 429, "too_many_requests").await;
+    assert!(error["message"].as_str().unwrap().contains("streams"), "{error}");
+
+    // A request whose body is still arriving is in flight: a second one waits its turn.
+    let mut slow = Connection::open(&server).await;
+    slow.write(b"POST /channels/mine/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        .await;
+    let mut other = Connection::open(&server).await;
+    let answer = loop {
+        other.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let answer = other.answer().await;
+        if answer.status == 429 {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    validate(SchemaKind::Error, &answer.body);
+    assert_eq!(answer.header("retry-after"), Some("1"));
+    drop(slow);
+
+    // Forwarding headers: ignored from an untrusted peer, believed from a trusted one.
+    let untrusted = TestServer::start(&["--max-streams-per-client", "1"]);
+    let (_first, _) = open_raw_stream(&untrusted, "p", "X-Forwarded-For: 203.0.113.1\r\n").await;
+    let (_, text) = open_raw_stream(&untrusted, "p", "X-Forwarded-For: 203.0.113.2\r\n").await;
+    assert_eq!(failure_code(&text).as_deref(), Some("too_many_requests"), "{text}");
+    let trusted = TestServer::start(&["--max-streams-per-client", "1", "--trusted-proxy", "127.0.0.0/8"]);
+    let (_a, text) = open_raw_stream(&trusted, "p", "X-Forwarded-For: 203.0.113.1\r\n").await;
+    assert_eq!(failure_code(&text), None, "{text}");
+    let (_b, text) = open_raw_stream(&trusted, "p", "Forwarded: for=203.0.113.2\r\n").await;
+    assert_eq!(failure_code(&text), None, "{text}");
+    let (_, text) = open_raw_stream(&trusted, "p", "X-Forwarded-For: 203.0.113.1\r\n").await;
+    assert_eq!(failure_code(&text).as_deref(), Some("too_many_requests"), "{text}");
+}

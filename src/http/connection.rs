@@ -29,7 +29,9 @@
 //! its last answer reaches the client.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use http_body_util::Full;
@@ -45,6 +47,7 @@ use super::error::ApiError;
 use super::guard::{guarded, respond};
 use super::head::{Framing, Parsed, RequestHead, Route};
 use super::incoming::{Body, Conn};
+use super::limits::ConnectionPermit;
 use super::socket::EventSocket;
 use super::wire::{write_all, write_answer, write_stream, Answer};
 use super::{handlers, Api};
@@ -59,25 +62,48 @@ enum After {
     Drop,
 }
 
-/// Serves one connection until it closes or the server stops.
-pub(crate) async fn serve_connection<S>(stream: TcpStream, service: S, api: Api, stop: CancellationToken)
-where
+/// How long the answer to a connection over the limit may take to write.
+const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Serves one connection until it closes or the server stops; `permit` is
+/// its place among the open connections, held as long as it is open.
+pub(crate) async fn serve_connection<S>(
+    stream: TcpStream,
+    permit: ConnectionPermit,
+    service: S,
+    api: Api,
+    stop: CancellationToken,
+) where
     S: Service<Request<Full<Bytes>>, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
+    let _permit = permit;
+    let Ok(peer) = stream.peer_addr() else { return };
     let mut conn = Conn::new(stream);
     let (conn, head) = match next_head(&mut conn, &api, &stop).await {
         Some(Ok(head)) if head.route == Route::Events => (conn, head),
         // Boxed: the many connections that stream do not carry the size of
         // the request loop in their own future.
-        Some(Ok(head)) => match Box::pin(serve_requests(conn, &service, &api, head, &stop)).await {
+        Some(Ok(head)) => match Box::pin(serve_requests(conn, peer, &service, &api, head, &stop)).await {
             Some(events) => events,
             None => return,
         },
         Some(Err(error)) => return refuse(conn, error, &api).await,
         None => return,
     };
-    serve_events(conn, service, api, *head).await;
+    serve_events(conn, peer, service, api, *head).await;
+}
+
+/// Answers a connection that came when all places were taken with
+/// `503 too_many_connections`, and closes it.
+pub(crate) async fn refuse_connection(stream: TcpStream) {
+    let answer = Answer {
+        method: &warp::http::Method::GET,
+        version: warp::http::Version::HTTP_11,
+        keep_alive: false,
+        write_timeout: REFUSAL_WRITE_TIMEOUT,
+    };
+    let _ = write_answer(&stream, ApiError::TooManyConnections.into_response(), answer).await;
 }
 
 /// The next request head, within the request timeout and unless the server
@@ -100,6 +126,7 @@ async fn next_head(conn: &mut Conn, api: &Api, stop: &CancellationToken) -> Opti
 /// connection is done.
 async fn serve_requests<S>(
     mut conn: Conn,
+    peer: SocketAddr,
     service: &S,
     api: &Api,
     first: Box<RequestHead>,
@@ -110,7 +137,7 @@ where
 {
     let mut head = first;
     loop {
-        match serve_request(&mut conn, service, api, head, stop).await {
+        match serve_request(&mut conn, peer, service, api, head, stop).await {
             After::KeepAlive => {}
             After::Close => {
                 conn.linger().await;
@@ -132,6 +159,7 @@ where
 /// Reads one request's body, answers the request and writes the answer.
 async fn serve_request<S>(
     conn: &mut Conn,
+    peer: SocketAddr,
     service: &S,
     api: &Api,
     head: Box<RequestHead>,
@@ -142,6 +170,13 @@ where
 {
     let head = *head;
     conn.buffer.advance(head.head_len);
+    // A request is in flight from its head to its answer, body included: a
+    // client cannot hold more places than its maximum by sending bodies slowly.
+    let Some(permit) = api.limits.request(api.limits.client(peer, &head.headers)) else {
+        let refusal = ApiError::TooManyRequests("this client has its maximum of requests in flight; retry later");
+        answer_error(conn, refusal, api).await;
+        return After::Close;
+    };
     if head.expect_continue && head.body != Framing::None && !conn.holds_body(head.body) {
         let fits = match head.body {
             Framing::Length(length) => usize::try_from(length).is_ok_and(|length| length <= api.body_limit),
@@ -218,7 +253,9 @@ where
         keep_alive: keep_alive && read_whole && !stop.is_cancelled(),
         write_timeout: api.write_timeout,
     };
-    match write_answer(&conn.stream, response, answer).await {
+    let written = write_answer(&conn.stream, response, answer).await;
+    drop(permit);
+    match written {
         Ok(true) => After::KeepAlive,
         Ok(false) => After::Close,
         Err(_) => After::Drop,
@@ -246,12 +283,19 @@ async fn refuse(conn: Conn, error: ApiError, api: &Api) {
 /// An event stream: the routes decide the answer, and this task writes it
 /// for as long as the stream lasts. Whatever the client sends after its head
 /// is read and dropped.
-async fn serve_events<S>(conn: Conn, service: S, api: Api, head: RequestHead)
+async fn serve_events<S>(conn: Conn, peer: SocketAddr, service: S, api: Api, head: RequestHead)
 where
     S: Service<Request<Full<Bytes>>, Response = Response, Error = Infallible>,
 {
     let Conn { stream, buffer } = conn;
     drop(buffer);
+    // Held as long as the stream is open.
+    let Some(_permit) = api.limits.stream(api.limits.client(peer, &head.headers)) else {
+        let error =
+            ApiError::TooManyRequests("this client has its maximum of open streams; close some, or retry later");
+        let response = handlers::stream_refused(&api, &head.headers, error);
+        return write_stream(Arc::new(stream), response, api.write_timeout).await;
+    };
     let Ok(uri) = head.target.parse::<Uri>() else {
         return refuse(
             Conn::new(stream),

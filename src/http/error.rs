@@ -7,7 +7,7 @@
 //! frame (`failure.schema.json`).
 
 use serde::Serialize;
-use warp::http::header::{HeaderValue, ALLOW, CONNECTION, WWW_AUTHENTICATE};
+use warp::http::header::{HeaderValue, ALLOW, CONNECTION, RETRY_AFTER, WWW_AUTHENTICATE};
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Reply;
@@ -50,6 +50,10 @@ pub(crate) enum ApiError {
     HeadersTooLarge,
     /// A feature of HTTP this server does not implement (says which).
     NotImplemented(&'static str),
+    /// This client holds its maximum of streams or of requests in flight (says which).
+    TooManyRequests(&'static str),
+    /// The server holds its maximum of open connections.
+    TooManyConnections,
 }
 
 impl From<ProtocolError> for ApiError {
@@ -98,6 +102,8 @@ impl ApiError {
             ApiError::UriTooLong => StatusCode::URI_TOO_LONG,
             ApiError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -121,6 +127,8 @@ impl ApiError {
             ApiError::UriTooLong => "uri_too_long",
             ApiError::HeadersTooLarge => "headers_too_large",
             ApiError::NotImplemented(_) => "not_implemented",
+            ApiError::TooManyRequests(_) => "too_many_requests",
+            ApiError::TooManyConnections => "too_many_connections",
         }
     }
 
@@ -142,7 +150,9 @@ impl ApiError {
             ApiError::Unauthorized(why)
             | ApiError::Forbidden(why)
             | ApiError::BadRequest(why)
-            | ApiError::NotImplemented(why) => (*why).to_owned(),
+            | ApiError::NotImplemented(why)
+            | ApiError::TooManyRequests(why) => (*why).to_owned(),
+            ApiError::TooManyConnections => "this server holds its maximum of open connections; retry later".into(),
             ApiError::RequestTimeout => "the request did not arrive in time; the connection is closed".into(),
             ApiError::UriTooLong => "the request target is longer than this server reads".into(),
             ApiError::HeadersTooLarge => "the request head is larger than this server reads".into(),
@@ -180,6 +190,13 @@ impl ApiError {
             }
             ApiError::Unauthorized(_) => {
                 headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::TooManyRequests(_) => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::TooManyConnections => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+                headers.insert(CONNECTION, HeaderValue::from_static("close"));
             }
             ApiError::BodyTooLarge { .. }
             | ApiError::BadRequest(_)

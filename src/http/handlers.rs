@@ -169,13 +169,6 @@ pub(super) async fn events(
     headers: HeaderMap,
     socket: Option<EventSocket>,
 ) -> Response {
-    // EventSource always sends this; such a client cannot read an error body, so
-    // it gets its error as a failure frame instead.
-    let wants_stream = headers
-        .get_all(ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("text/event-stream"));
     let result = async {
         let channel = ChannelName::parse(&channel)?;
         let query = SubscribeQuery::parse(&query, api.max_timeout)?;
@@ -209,12 +202,24 @@ pub(super) async fn events(
     .await;
     match result {
         Ok(stream) => event_stream(warp::reply::stream(stream).into_response()),
-        Err(error) if wants_stream && error.is_stream_failure() => {
-            let frames = api.hub.failure_stream(error.code(), &error.message());
-            event_stream(Response::new(frames.into()))
-        }
-        Err(error) => error.into_response(),
+        Err(error) => stream_refused(&api, &headers, error),
     }
+}
+
+/// The answer to a subscription refused with `error`: a failure frame for an
+/// EventSource client (which always sends `Accept: text/event-stream` and
+/// cannot read an error body), the JSON error for anyone else.
+pub(super) fn stream_refused(api: &Api, headers: &HeaderMap, error: ApiError) -> Response {
+    let wants_stream = headers
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/event-stream"));
+    if wants_stream && error.is_stream_failure() {
+        let frames = api.hub.failure_stream(error.code(), &error.message());
+        return event_stream(Response::new(frames.into()));
+    }
+    error.into_response()
 }
 
 /// The headers of every SSE answer.

@@ -6,6 +6,7 @@
 //! | `head` | request heads: parsed, checked, sorted (stream, send, other) |
 //! | `incoming` | what a connection reads: heads, bodies (length or chunked), the lingering close |
 //! | `wire` | what it writes: answers with their framing, close-delimited streams, write deadlines |
+//! | `limits` | open connections, and each client's streams and requests in flight |
 //! | `guard` | CORS preflight, the panic net and CORS headers around every answer |
 //! | `socket` | the event stream's socket, lent to the hub for direct delivery |
 //! | `filters` | the routes (warp) |
@@ -24,6 +25,7 @@ mod guard;
 mod handlers;
 mod head;
 mod incoming;
+mod limits;
 mod socket;
 mod wire;
 
@@ -35,8 +37,9 @@ use std::time::Duration;
 use crate::access::Access;
 use crate::hub::Hub;
 
-pub(crate) use connection::serve_connection;
+pub(crate) use connection::{refuse_connection, serve_connection};
 pub(crate) use filters::routes;
+pub(crate) use limits::{Bounds, Limits};
 pub(crate) use wire::stalled_streams;
 
 /// What an add-on's routes (the demo backend) use: the same body reading and
@@ -80,6 +83,8 @@ pub(crate) struct ApiState {
     pub(crate) request_timeout: Duration,
     /// Longest a write may wait for its client to read.
     pub(crate) write_timeout: Duration,
+    /// Connections, and each client's streams and requests.
+    pub(crate) limits: Arc<Limits>,
     /// Largest `?timeout=` a subscriber may ask for.
     pub(crate) max_timeout: Duration,
     /// Where the demo pages are.

@@ -25,7 +25,12 @@ impl Outlet for TcpStream {
     /// that bookkeeping saves touching one more cold cache line per socket.
     /// tokio's own view stays correct: it only ever clears readiness on a
     /// `WouldBlock` it saw itself, and the next writable edge sets it again.
+    ///
+    /// `MSG_NOSIGNAL`: a write to a connection the client has reset must fail
+    /// with `EPIPE`, not raise `SIGPIPE`, which kills a process that embeds
+    /// the server and has not ignored it (Rust's `main` ignores it; not every
+    /// host program does).
     fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
-        socket2::SockRef::from(self).send(bytes)
+        socket2::SockRef::from(self).send_with_flags(bytes, libc::MSG_NOSIGNAL)
     }
 }

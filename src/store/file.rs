@@ -8,7 +8,9 @@
 //!
 //! Appends go through one writer thread that commits every append waiting at
 //! that moment in one transaction: one fsync for a whole burst, and positions
-//! assigned in commit order. Reads run in blocking tasks on their own read
+//! assigned in commit order. The queue to it is bounded: when the disk is
+//! slower than the senders, a send waits for room instead of growing memory.
+//! Reads, sweeps and opening run in blocking tasks, reads on their own read
 //! transactions (MVCC: they never wait for the writer). Open-stream counts and
 //! idle clocks stay in memory (they describe this process); registrations are
 //! durable, and after a restart every client has a fresh idle allowance to come
@@ -22,22 +24,25 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use super::local::{ClientTable, Saved};
 use super::{unavailable, ClientRecord, Feed, History, MessageLog, Retention, StoreError, StoreFuture, StoredClient};
 use crate::protocol::{ChannelName, Draft, Epoch, Message, PublicToken, Timestamp};
-use crate::shards::lock;
 
 const META: TableDefinition<'static, &str, u64> = TableDefinition::new("meta");
 const HEADS: TableDefinition<'static, &str, u64> = TableDefinition::new("heads");
 const MESSAGES: TableDefinition<'static, (&str, u64), (u64, &str, &[u8])> = TableDefinition::new("messages");
 const CLIENTS: TableDefinition<'static, (&str, &str), &[u8]> = TableDefinition::new("clients");
+
+/// Appends waiting for the writer thread at most; a sender past that waits
+/// for room (back-pressure), so a burst faster than the disk cannot grow
+/// memory without bound.
+const APPEND_QUEUE: usize = 4096;
 
 /// Most appends committed in one transaction.
 const MAX_BATCH: usize = 512;
@@ -54,7 +59,7 @@ pub(super) struct FileLog {
     epoch: Epoch,
     retention: Retention,
     /// To the writer thread; it stops when this is dropped.
-    appends: Mutex<mpsc::Sender<AppendJob>>,
+    appends: mpsc::Sender<AppendJob>,
 }
 
 /// The registrations found in the file, and what saves new ones to it.
@@ -80,7 +85,7 @@ impl FileLog {
         for (channel, record) in registrations {
             table.register(&channel, record);
         }
-        let (appends, jobs) = mpsc::channel();
+        let (appends, jobs) = mpsc::channel(APPEND_QUEUE);
         let writer = Writer {
             db: Arc::clone(&db),
             epoch,
@@ -100,7 +105,7 @@ impl FileLog {
             db,
             epoch,
             retention,
-            appends: Mutex::new(appends),
+            appends,
         };
         Ok((log, registrations))
     }
@@ -168,8 +173,8 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, jobs: mpsc::Receiver<AppendJob>) {
-        while let Ok(first) = jobs.recv() {
+    fn run(mut self, mut jobs: mpsc::Receiver<AppendJob>) {
+        while let Some(first) = jobs.blocking_recv() {
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match jobs.try_recv() {
@@ -322,8 +327,9 @@ impl MessageLog for FileLog {
                 draft,
                 reply,
             };
-            lock(&self.appends)
+            self.appends
                 .send(job)
+                .await
                 .map_err(|_| unavailable("the file store's writer has stopped"))?;
             answer
                 .await

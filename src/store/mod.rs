@@ -200,7 +200,12 @@ pub(crate) async fn open(
             }
         }
         StoreChoice::File(path) => {
-            let (log, registrations) = file::FileLog::open(path, retention, Arc::clone(&feed))?;
+            // Opening reads every registration from disk: off the async threads.
+            let (path, opened_feed) = (path.clone(), Arc::clone(&feed));
+            let (log, registrations) =
+                tokio::task::spawn_blocking(move || file::FileLog::open(&path, retention, opened_feed))
+                    .await
+                    .map_err(unavailable)??;
             Store {
                 log: Arc::new(log),
                 clients: Arc::new(local::LocalClients::new(registrations.table, registrations.saved, feed)),

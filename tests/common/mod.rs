@@ -145,7 +145,22 @@ impl TestServer {
     /// Spawns the binary with `serve --listen 127.0.0.1:0` plus `extra_args` and waits (at most
     /// [`STARTUP`]) for its `ssehub listening on http://127.0.0.1:PORT` line.
     pub(crate) fn start(extra_args: &[&str]) -> TestServer {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ssehub"));
+        TestServer::spawn(Command::new(env!("CARGO_BIN_EXE_ssehub")), extra_args)
+    }
+
+    /// Like [`TestServer::start`], with the process's open-file limit (soft
+    /// and hard) set to `files`, through `prlimit` (util-linux, on every
+    /// Debian system), which then runs the server in its own place.
+    pub(crate) fn start_with_files(files: u64, extra_args: &[&str]) -> TestServer {
+        let mut command = Command::new("prlimit");
+        command
+            .arg(format!("--nofile={files}:{files}"))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_ssehub"));
+        TestServer::spawn(command, extra_args)
+    }
+
+    fn spawn(mut command: Command, extra_args: &[&str]) -> TestServer {
         // Configuration comes from the arguments only, never from the caller's environment.
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("SSEHUB_") {
