@@ -382,3 +382,71 @@ async fn each_client_has_its_own_bounds_and_proxies_name_clients_only_when_trust
     let (_, text) = open_raw_stream(&trusted, "p", "X-Forwarded-For: 203.0.113.1\r\n").await;
     assert_eq!(failure_code(&text).as_deref(), Some("too_many_requests"), "{text}");
 }
+
+/// Connections that come and go, in every way, leave nothing behind: open
+/// files come back to where they were, and memory stays within a bound.
+#[tokio::test]
+async fn churn_leaves_nothing_behind() {
+    let server = TestServer::start(&["--request-timeout", "1"]);
+    let open_files = || std::fs::read_dir(format!("/proc/{}/fd", server.pid())).unwrap().count();
+    let resident = || -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+        let line = status.lines().find(|line| line.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    // Warm up once (allocator pools, the topic), then measure.
+    let round = |n: usize| {
+        let server = &server;
+        async move {
+            for i in 0..n {
+                let mut connection = Connection::open(server).await;
+                match i % 4 {
+                    0 => {
+                        connection
+                            .write(b"GET /channels/churn/events HTTP/1.1\r\nHost: x\r\n\r\n")
+                            .await;
+                        connection.fill(1).await;
+                    }
+                    1 => {
+                        let body = json!({"name": "n", "contents": i}).to_string();
+                        let request = format!(
+                            "POST /channels/churn/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        connection.write(request.as_bytes()).await;
+                        assert_eq!(connection.answer().await.status, 201);
+                    }
+                    // Gone mid-head, and gone mid-body.
+                    2 => connection.write(b"GET /healthz HTTP/1.1\r\nHo").await,
+                    _ => {
+                        connection
+                            .write(b"POST /channels/churn/messages HTTP/1.1\r\nContent-Length: 50\r\n\r\n{")
+                            .await
+                    }
+                }
+            }
+        }
+    };
+    round(400).await;
+    let settle = || async {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut last = open_files();
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let now = open_files();
+            if now == last && server.channel_info("churn").await["subscribers"] == 0 {
+                return now;
+            }
+            last = now;
+        }
+        last
+    };
+    let (files, memory) = (settle().await, resident());
+    round(2000).await;
+    let (files_after, memory_after) = (settle().await, resident());
+    assert!(files_after <= files, "open files {files} -> {files_after}");
+    assert!(
+        memory_after < memory + 8 * 1024,
+        "resident memory {memory} KB -> {memory_after} KB after 2,000 more connections"
+    );
+}

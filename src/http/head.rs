@@ -301,4 +301,90 @@ mod tests {
         assert_eq!(refused(&huge), "headers_too_large");
         assert!(matches!(parse(b"GET / HTTP/1.1\r\nX: y\r\n"), Parsed::Partial));
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        /// A header value: visible ASCII and spaces, not starting or ending with a space.
+        fn value() -> impl Strategy<Value = String> {
+            "[!-~]([ -~]{0,30}[!-~])?"
+        }
+
+        proptest! {
+            /// Whatever a client sends, parsing answers (never panics), and a
+            /// complete head lies within what was read.
+            #[test]
+            fn any_bytes_are_answered(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+                if let Parsed::Complete(head) = parse(&bytes) {
+                    prop_assert!(head.head_len <= bytes.len());
+                }
+            }
+
+            /// Head-like text with random damage is answered too.
+            #[test]
+            fn damaged_heads_are_answered(
+                cut in 0usize..200,
+                flip in 0usize..200,
+                byte in any::<u8>(),
+            ) {
+                let mut raw = b"POST /channels/c/messages?x=1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n".to_vec();
+                let flip = flip % raw.len();
+                raw[flip] = byte;
+                raw.truncate(cut.min(raw.len()));
+                let _ = parse(&raw);
+            }
+
+            /// A well-formed request comes back as it was written, and any
+            /// prefix of it is incomplete, not an error.
+            #[test]
+            fn well_formed_heads_round_trip(
+                method in "(GET|POST|DELETE|HEAD|OPTIONS|PATCH)",
+                channel in "[A-Za-z0-9_.:-]{1,20}",
+                tail in "(events|messages|clients)",
+                query in proptest::option::of("[a-z]{1,8}=[A-Za-z0-9%]{0,12}"),
+                headers in proptest::collection::vec(("x-[a-z]{1,10}", value()), 0..8),
+                length in proptest::option::of(0u64..100_000),
+                http10 in any::<bool>(),
+            ) {
+                let target = match &query {
+                    Some(query) => format!("/channels/{channel}/{tail}?{query}"),
+                    None => format!("/channels/{channel}/{tail}"),
+                };
+                let version = if http10 { "1.0" } else { "1.1" };
+                let mut raw = format!("{method} {target} HTTP/{version}\r\n");
+                for (name, value) in &headers {
+                    raw.push_str(&format!("{name}: {value}\r\n"));
+                }
+                if let Some(length) = length {
+                    raw.push_str(&format!("Content-Length: {length}\r\n"));
+                }
+                raw.push_str("\r\n");
+                for end in 0..raw.len() {
+                    prop_assert!(matches!(parse(&raw.as_bytes()[..end]), Parsed::Partial), "prefix {end}");
+                }
+                let Parsed::Complete(head) = parse(raw.as_bytes()) else {
+                    return Err(TestCaseError::fail(format!("not parsed: {raw:?}")));
+                };
+                prop_assert_eq!(head.method.as_str(), method.as_str());
+                prop_assert_eq!(&head.target, &target);
+                prop_assert_eq!(head.head_len, raw.len());
+                prop_assert_eq!(head.keep_alive, !http10);
+                prop_assert_eq!(head.body, match length {
+                    Some(0) | None => Framing::None,
+                    Some(length) => Framing::Length(length),
+                });
+                for (name, value) in &headers {
+                    prop_assert!(head.headers.get_all(name.as_str()).iter().any(|v| v == value.as_str()));
+                }
+                let expected = match (method.as_str(), tail.as_str()) {
+                    ("GET", "events") => Route::Events,
+                    ("POST", "messages") => Route::Send { channel: channel.clone() },
+                    _ => Route::Other,
+                };
+                prop_assert_eq!(head.route, expected);
+            }
+        }
+    }
 }

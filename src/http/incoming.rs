@@ -205,3 +205,126 @@ fn chunk_size(digits: &[u8]) -> io::Result<u64> {
 fn malformed(why: &'static str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, why)
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    /// Reads a body framed by `framing` from what `sent` writes, in `pieces`.
+    fn read_body(sent: Vec<u8>, pieces: Vec<usize>, framing: Framing, limit: usize) -> io::Result<Body> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = listener.local_addr().unwrap();
+            let writer = tokio::spawn(async move {
+                let mut socket = TcpStream::connect(address).await.unwrap();
+                let mut rest = &sent[..];
+                for piece in pieces.into_iter().chain(std::iter::once(usize::MAX)) {
+                    let (now, later) = rest.split_at(piece.min(rest.len()));
+                    if socket.write_all(now).await.is_err() {
+                        return;
+                    }
+                    rest = later;
+                    tokio::task::yield_now().await;
+                }
+            });
+            let (stream, _) = listener.accept().await.unwrap();
+            let mut conn = Conn::new(stream);
+            let body = conn.body(framing, limit).await;
+            drop(conn);
+            let _ = writer.await;
+            body
+        })
+    }
+
+    /// `body` in chunks of the given sizes (the rest in a last one), with
+    /// extensions and trailers for good measure.
+    fn chunked(body: &[u8], sizes: &[usize]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut rest = body;
+        for size in sizes.iter().copied().chain(std::iter::once(usize::MAX)) {
+            if rest.is_empty() {
+                break;
+            }
+            let (chunk, later) = rest.split_at(size.clamp(1, rest.len()));
+            out.extend_from_slice(format!("{:X};ext=1\r\n", chunk.len()).as_bytes());
+            out.extend_from_slice(chunk);
+            out.extend_from_slice(b"\r\n");
+            rest = later;
+        }
+        out.extend_from_slice(b"0\r\nTrailer: x\r\n\r\n");
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// A chunked body comes out as it went in, however it is split into
+        /// chunks and however the bytes arrive.
+        #[test]
+        fn chunked_bodies_round_trip(
+            body in proptest::collection::vec(any::<u8>(), 0..3000),
+            sizes in proptest::collection::vec(1usize..700, 0..8),
+            pieces in proptest::collection::vec(1usize..500, 0..12),
+        ) {
+            let read = read_body(chunked(&body, &sizes), pieces, Framing::Chunked, 4096).unwrap();
+            prop_assert!(matches!(read, Body::Whole(ref bytes) if bytes[..] == body[..]), "{read:?}");
+        }
+
+        /// Over the limit, a chunked body is refused, however it is split.
+        #[test]
+        fn chunked_bodies_over_the_limit_are_refused(
+            extra in 1usize..500,
+            sizes in proptest::collection::vec(1usize..300, 0..8),
+        ) {
+            let body = vec![b'x'; 1000 + extra];
+            let read = read_body(chunked(&body, &sizes), Vec::new(), Framing::Chunked, 1000).unwrap();
+            prop_assert!(matches!(read, Body::TooLarge), "{read:?}");
+        }
+
+        /// Damaged chunked framing is an error, never a panic or a wrong body.
+        #[test]
+        fn damaged_chunked_bodies_are_refused_or_exact(
+            body in proptest::collection::vec(any::<u8>(), 1..400),
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+        ) {
+            let mut sent = chunked(&body, &[50]);
+            let at = at.index(sent.len());
+            sent[at] = byte;
+            if let Ok(Body::Whole(read)) = read_body(sent, Vec::new(), Framing::Chunked, 4096) {
+                // Only a change inside the data itself can still frame.
+                prop_assert_eq!(read.len(), body.len());
+            }
+        }
+    }
+
+    #[test]
+    fn lengths_and_limits() {
+        let read = read_body(b"hello, world".to_vec(), vec![3, 4], Framing::Length(5), 100).unwrap();
+        assert!(matches!(read, Body::Whole(ref bytes) if &bytes[..] == b"hello"));
+        assert!(matches!(
+            read_body(Vec::new(), Vec::new(), Framing::Length(101), 100).unwrap(),
+            Body::TooLarge
+        ));
+        let short = read_body(b"hel".to_vec(), Vec::new(), Framing::Length(5), 100);
+        assert_eq!(short.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+        for bad in [
+            &b"g\r\nxx"[..],
+            b"1\r\nxy\r\n",
+            b"-1\r\n",
+            b"\r\n",
+            b"1ffffffffffffffff\r\n",
+        ] {
+            let read = read_body(bad.to_vec(), Vec::new(), Framing::Chunked, 100);
+            assert!(read.is_err(), "{:?}: {read:?}", String::from_utf8_lossy(bad));
+        }
+    }
+}
