@@ -30,6 +30,9 @@ pub(crate) enum ApiError {
         limit: usize,
     },
     UnsupportedMediaType,
+    /// A request that is not well-formed HTTP/1.1 as this server reads it
+    /// (a repeated `Authorization` header, …).
+    BadRequest(&'static str),
     /// Credentials are missing, or are neither a publisher key nor a client's
     /// private token of this channel.
     Unauthorized(&'static str),
@@ -70,7 +73,7 @@ impl ApiError {
     pub(crate) fn status(&self) -> StatusCode {
         match self {
             ApiError::Protocol(ProtocolError::InvalidToken(_)) => StatusCode::NOT_FOUND,
-            ApiError::Protocol(_) | ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ApiError::Protocol(_) | ApiError::Invalid(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Hub(HubError::Store(_) | HubError::TooManySubscribers(_) | HubError::ShuttingDown) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -98,6 +101,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::BodyTooLarge { .. } => "body_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::BadRequest(_) => "bad_request",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::Internal => "internal",
@@ -106,9 +110,10 @@ impl ApiError {
 
     /// Whether a subscriber gets this as a failure frame: the codes of
     /// `failure.schema.json`. Shutting down is not a failure (the client should
-    /// come back), so it stays an HTTP answer.
+    /// come back), so it stays an HTTP answer; nor is a malformed request,
+    /// which no `EventSource` sends.
     pub(crate) fn is_stream_failure(&self) -> bool {
-        !matches!(self, ApiError::Hub(HubError::ShuttingDown))
+        !matches!(self, ApiError::Hub(HubError::ShuttingDown) | ApiError::BadRequest(_))
     }
 
     pub(crate) fn message(&self) -> String {
@@ -119,7 +124,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "this method is not allowed on this resource".into(),
             ApiError::BodyTooLarge { limit } => format!("the body is larger than this server's limit of {limit} bytes"),
             ApiError::UnsupportedMediaType => "send the body as JSON with 'Content-Type: application/json'".into(),
-            ApiError::Unauthorized(why) | ApiError::Forbidden(why) => (*why).to_owned(),
+            ApiError::Unauthorized(why) | ApiError::Forbidden(why) | ApiError::BadRequest(why) => (*why).to_owned(),
             ApiError::Invalid(violation) => violation.to_string(),
             ApiError::Internal => "internal error; it has been logged".into(),
         }

@@ -45,7 +45,7 @@ pub(super) async fn channel_info(api: Api, channel: String, headers: HeaderMap) 
         let channel = ChannelName::parse(&channel)?;
         may_watch(
             &api.access.policy(&channel),
-            &identify(&api, &channel, bearer(&headers)).await?,
+            &identify(&api, &channel, bearer(&headers)?).await?,
         )?;
         Ok(api.hub.info(&channel).await?)
     }
@@ -57,7 +57,7 @@ pub(super) async fn channel_info(api: Api, channel: String, headers: HeaderMap) 
 pub(super) async fn send(api: Api, channel: String, headers: HeaderMap, body: Body) -> Response {
     let result = async {
         let channel = ChannelName::parse(&channel)?;
-        let caller = identify(&api, &channel, bearer(&headers)).await?;
+        let caller = identify(&api, &channel, bearer(&headers)?).await?;
         may_send(&api.access.policy(&channel), &caller)?;
         let body = body::json(&headers, body)?;
         let mut draft = Draft::from_json(&body)?;
@@ -85,7 +85,7 @@ struct RegisteredBody {
 pub(super) async fn register(api: Api, channel: String, headers: HeaderMap, body: Body) -> Response {
     let result = async {
         let channel = ChannelName::parse(&channel)?;
-        may_manage(&identify(&api, &channel, bearer(&headers)).await?)?;
+        may_manage(&identify(&api, &channel, bearer(&headers)?).await?)?;
         let body = body::json(&headers, body)?;
         let registration = Registration::from_json(&body)?;
         if let Some(seconds) = registration.connection_timeout_seconds {
@@ -119,7 +119,7 @@ pub(super) async fn clients(api: Api, channel: String, headers: HeaderMap) -> Re
         let channel = ChannelName::parse(&channel)?;
         may_watch(
             &api.access.policy(&channel),
-            &identify(&api, &channel, bearer(&headers)).await?,
+            &identify(&api, &channel, bearer(&headers)?).await?,
         )?;
         let clients = api.hub.clients(&channel).await?;
         Ok(ClientList { channel, clients })
@@ -134,7 +134,7 @@ pub(super) async fn client(api: Api, channel: String, public: String, headers: H
         let channel = ChannelName::parse(&channel)?;
         may_watch(
             &api.access.policy(&channel),
-            &identify(&api, &channel, bearer(&headers)).await?,
+            &identify(&api, &channel, bearer(&headers)?).await?,
         )?;
         let public = PublicToken::parse(&public)?;
         Ok(api.hub.client(&channel, &public).await?)
@@ -147,7 +147,7 @@ pub(super) async fn client(api: Api, channel: String, public: String, headers: H
 pub(super) async fn remove_client(api: Api, channel: String, public: String, headers: HeaderMap) -> Response {
     let result = async {
         let channel = ChannelName::parse(&channel)?;
-        may_manage(&identify(&api, &channel, bearer(&headers)).await?)?;
+        may_manage(&identify(&api, &channel, bearer(&headers)?).await?)?;
         let public = PublicToken::parse(&public)?;
         Ok::<_, ApiError>(api.hub.remove_client(&channel, &public).await?)
     }
@@ -179,7 +179,10 @@ pub(super) async fn events(
     let result = async {
         let channel = ChannelName::parse(&channel)?;
         let query = SubscribeQuery::parse(&query, api.max_timeout)?;
-        let token = query.token.as_deref().or_else(|| bearer(&headers));
+        // A malformed header is refused even beside a `?token=`: a bad
+        // credential is never ignored.
+        let header = bearer(&headers)?;
+        let token = query.token.as_deref().or(header);
         // On a stream, a token that is not a key names a client: an unknown one
         // is `unknown_client` (it may have expired), not a generic 401.
         let caller = match token {
