@@ -42,7 +42,7 @@ pub(super) async fn healthz(api: Api) -> Response {
 /// counts clients.
 pub(super) async fn channel_info(api: Api, channel: String, headers: HeaderMap) -> Response {
     let result = async {
-        let channel = ChannelName::parse(&channel)?;
+        let channel = ChannelName::from_path(&channel)?;
         may_watch(
             &api.access.policy(&channel),
             &identify(&api, &channel, bearer(&headers)?).await?,
@@ -56,7 +56,7 @@ pub(super) async fn channel_info(api: Api, channel: String, headers: HeaderMap) 
 /// `POST /channels/{channel}/messages`, whichever transport read the body.
 pub(super) async fn send(api: Api, channel: String, headers: HeaderMap, body: Body) -> Response {
     let result = async {
-        let channel = ChannelName::parse(&channel)?;
+        let channel = ChannelName::from_path(&channel)?;
         let caller = identify(&api, &channel, bearer(&headers)?).await?;
         may_send(&api.access.policy(&channel), &caller)?;
         let body = body::json(&headers, body)?;
@@ -84,7 +84,7 @@ struct RegisteredBody {
 /// `POST /channels/{channel}/clients`
 pub(super) async fn register(api: Api, channel: String, headers: HeaderMap, body: Body) -> Response {
     let result = async {
-        let channel = ChannelName::parse(&channel)?;
+        let channel = ChannelName::from_path(&channel)?;
         may_manage(&identify(&api, &channel, bearer(&headers)?).await?)?;
         let body = body::json(&headers, body)?;
         let registration = Registration::from_json(&body)?;
@@ -116,7 +116,7 @@ struct ClientList {
 /// `GET /channels/{channel}/clients`
 pub(super) async fn clients(api: Api, channel: String, headers: HeaderMap) -> Response {
     let result = async {
-        let channel = ChannelName::parse(&channel)?;
+        let channel = ChannelName::from_path(&channel)?;
         may_watch(
             &api.access.policy(&channel),
             &identify(&api, &channel, bearer(&headers)?).await?,
@@ -131,12 +131,12 @@ pub(super) async fn clients(api: Api, channel: String, headers: HeaderMap) -> Re
 /// `GET /channels/{channel}/clients/{public_token}`
 pub(super) async fn client(api: Api, channel: String, public: String, headers: HeaderMap) -> Response {
     let result = async {
-        let channel = ChannelName::parse(&channel)?;
+        let channel = ChannelName::from_path(&channel)?;
         may_watch(
             &api.access.policy(&channel),
             &identify(&api, &channel, bearer(&headers)?).await?,
         )?;
-        let public = PublicToken::parse(&public)?;
+        let public = PublicToken::from_path(&public)?;
         Ok(api.hub.client(&channel, &public).await?)
     }
     .await;
@@ -146,9 +146,9 @@ pub(super) async fn client(api: Api, channel: String, public: String, headers: H
 /// `DELETE /channels/{channel}/clients/{public_token}`: 204.
 pub(super) async fn remove_client(api: Api, channel: String, public: String, headers: HeaderMap) -> Response {
     let result = async {
-        let channel = ChannelName::parse(&channel)?;
+        let channel = ChannelName::from_path(&channel)?;
         may_manage(&identify(&api, &channel, bearer(&headers)?).await?)?;
-        let public = PublicToken::parse(&public)?;
+        let public = PublicToken::from_path(&public)?;
         Ok::<_, ApiError>(api.hub.remove_client(&channel, &public).await?)
     }
     .await;
@@ -177,7 +177,7 @@ pub(super) async fn events(
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("text/event-stream"));
     let result = async {
-        let channel = ChannelName::parse(&channel)?;
+        let channel = ChannelName::from_path(&channel)?;
         let query = SubscribeQuery::parse(&query, api.max_timeout)?;
         // A malformed header is refused even beside a `?token=`: a bad
         // credential is never ignored.

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::schema::{SchemaKind, Schemas};
-use super::ProtocolError;
+use super::{segment, ProtocolError};
 
 /// A registered client's public token (see `public-token.schema.json`): how
 /// others address it. Cheap to clone; compared on every direct message.
@@ -23,6 +23,17 @@ impl PublicToken {
         } else {
             Err(ProtocolError::InvalidToken(raw.chars().take(64).collect()))
         }
+    }
+
+    /// The public token a `{public_token}` path segment names: percent-decoded
+    /// once, then checked as [`PublicToken::parse`] does (see `segment`).
+    ///
+    /// # Errors
+    /// [`ProtocolError::InvalidToken`], quoting the segment as sent.
+    pub(crate) fn from_path(segment: &str) -> Result<Self, ProtocolError> {
+        segment::decode(segment)
+            .and_then(|token| Self::parse(&token).ok())
+            .ok_or_else(|| ProtocolError::InvalidToken(segment.chars().take(64).collect()))
     }
 
     /// The token as text.

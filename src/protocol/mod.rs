@@ -12,6 +12,7 @@ mod frames;
 mod id;
 mod message;
 mod query;
+mod segment;
 mod time;
 
 pub(crate) use channel::ChannelName;
