@@ -1083,3 +1083,23 @@ async fn malformed_authorization_is_refused() {
         assert_eq!(server.channel_info("c").await["history_size"], 0, "{mode}");
     }
 }
+
+/// `?token=` follows the private-token pattern (16 to 256 of `A-Z a-z 0-9 _ . ~ -`), as the
+/// contract says: anything else is `invalid_query` at `/query/token` (JSON, or a failure frame
+/// to an EventSource), before any credential is looked up.
+#[tokio::test]
+async fn token_query_follows_the_private_token_pattern() {
+    let server = TestServer::start(KEYED);
+    for token in [
+        "short",
+        "x",
+        "has%20a%20space-0123456789",
+        "key%2Bwith%2Fbase64%3D0123",
+        "%C3%A9-0123456789abcdef",
+    ] {
+        let query = format!("?token={token}");
+        let error = expect_error(events_json(&server, "c", &query, NONE).await, 400, "invalid_query").await;
+        assert_eq!(error["details"][0]["pointer"], "/query/token", "{token}: {error}");
+        expect_stream_failure(&server, "c", &query, NONE, "invalid_query").await;
+    }
+}

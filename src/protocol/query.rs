@@ -97,4 +97,20 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn tokens_follow_the_private_token_pattern() {
+        let token = SubscribeQuery::parse("token=0f8fad5bd9cb469fa16570867728950e", MAX).unwrap();
+        assert_eq!(token.token.as_deref(), Some("0f8fad5bd9cb469fa16570867728950e"));
+        for raw in [
+            "token=short",
+            "token=has%20a%20space-0123456789",
+            "token=key%2Bwith%2Fbase64%3D0123",
+        ] {
+            match SubscribeQuery::parse(raw, MAX) {
+                Err(ProtocolError::InvalidQuery(v)) => assert_eq!(v[0].pointer, "/query/token", "{raw}"),
+                other => panic!("{raw}: {other:?}"),
+            }
+        }
+    }
 }
