@@ -756,3 +756,36 @@ store_tests! {
         wait_connected(&server, "to", "alice", false).await;
     }
 }
+
+/// JSON Schema counts `60.0` as the integer 60: a registration writing its seconds that way
+/// is accepted as if written `60` (it used to be refused as `invalid_json` after the schema
+/// had accepted it). A huge one is over the server's limit (`schema_violation`), a fraction
+/// is not an integer (`schema_violation`), never `invalid_json`.
+#[tokio::test]
+async fn integers_written_as_floats_are_integers() {
+    let server = TestServer::start(KEYED);
+    let body = r#"{"public_token":"alice","connection_timeout_seconds":60.0,"connection_idle_seconds":1.2e2}"#;
+    let (status, _, text) = parts(register_raw(&server, "c", "application/json", body).await).await;
+    assert_eq!(status, 201, "{text}");
+    let client = &parse_json(&text)["client"];
+    assert_eq!(client["connection_timeout_seconds"], 60, "{text}");
+    assert_eq!(client["connection_idle_seconds"], 120, "{text}");
+    let huge = r#"{"public_token":"bob","connection_timeout_seconds":1e30}"#;
+    expect_violation_at(
+        register_raw(&server, "c", "application/json", huge).await,
+        "/connection_timeout_seconds",
+    )
+    .await;
+    let huge = r#"{"public_token":"bob","connection_idle_seconds":1e30}"#;
+    expect_violation_at(
+        register_raw(&server, "c", "application/json", huge).await,
+        "/connection_idle_seconds",
+    )
+    .await;
+    let fraction = r#"{"public_token":"bob","connection_timeout_seconds":60.5}"#;
+    expect_violation_at(
+        register_raw(&server, "c", "application/json", fraction).await,
+        "/connection_timeout_seconds",
+    )
+    .await;
+}
