@@ -278,7 +278,7 @@ impl Hub {
             .shared
             .store
             .log
-            .append(channel, Draft::system(name, contents))
+            .append(channel, Draft::system(name, &contents))
             .await
         {
             tracing::warn!(%channel, event = name, %error, "presence event not stored");
