@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use serde::Serialize;
-use warp::http::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
+use warp::http::header::{HeaderName, HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
 use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 use warp::Reply;
@@ -18,6 +18,9 @@ use super::Api;
 use crate::hub::{ClientView, HubError, Outlet, SubscribeRequest};
 use crate::protocol::schema::Violation;
 use crate::protocol::{ChannelName, Draft, PublicToken, Registration, Sender, SubscribeQuery};
+
+/// The resume position a reconnecting `EventSource` sends.
+const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
 /// Turns a handler's result into the answer: `status` and JSON, or the error.
 pub(crate) fn answer<T: Serialize>(result: Result<T, ApiError>, status: StatusCode) -> Response {
@@ -178,7 +181,8 @@ pub(super) async fn events(
         .any(|v| v.contains("text/event-stream"));
     let result = async {
         let channel = ChannelName::from_path(&channel)?;
-        let query = SubscribeQuery::parse(&query, api.max_timeout)?;
+        let resume = headers.get(LAST_EVENT_ID).map(HeaderValue::as_bytes);
+        let query = SubscribeQuery::parse(&query, resume, api.max_timeout)?;
         // A malformed header is refused even beside a `?token=`: a bad
         // credential is never ignored.
         let header = bearer(&headers)?;
@@ -193,13 +197,8 @@ pub(super) async fn events(
             token => identify(&api, &channel, token).await?,
         };
         may_watch(&api.access.policy(&channel), &caller)?;
-        // The header wins: EventSource reconnects to the same URL, query and all,
-        // with a newer Last-Event-ID.
-        let header = headers
-            .get("last-event-id")
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         let request = SubscribeRequest {
-            last_event_id: header.or(query.last_event_id),
+            last_event_id: query.last_event_id,
             timeout: query.timeout,
             client: match caller {
                 Caller::Client(client) => Some(client),

@@ -42,8 +42,9 @@ pub(crate) enum ProtocolError {
     /// A public token in the path does not match `public-token.schema.json`.
     #[error("invalid public token '{0}': see public-token.schema.json")]
     InvalidToken(String),
-    /// A query parameter fails `subscribe-query.schema.json` or a server limit.
-    #[error("invalid query parameter {}", .0.first().map(ToString::to_string).unwrap_or_default())]
+    /// A query parameter fails `subscribe-query.schema.json` or a server
+    /// limit, or the `Last-Event-ID` header `resume-position.schema.json`.
+    #[error("invalid subscription parameter {}", .0.first().map(ToString::to_string).unwrap_or_default())]
     InvalidQuery(Vec<Violation>),
 }
 
