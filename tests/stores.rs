@@ -1074,3 +1074,35 @@ async fn redis_envelopes_with_raw_line_breaks_cannot_inject_lines() {
         server.stderr()
     );
 }
+
+/// The Redis store pages the presence list from a sorted index of public tokens that its
+/// scripts keep; registrations made before the index existed (here: the index deleted behind
+/// ssehub's back) are indexed again on the next read, so the list stays whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_presence_list_survives_a_missing_index() {
+    let Some(redis) = RedisServer::start("stores::redis_presence_list_survives_a_missing_index", false) else {
+        return;
+    };
+    let server = redis.node(&["--publisher-key", "pk_test-0123456789abcdef"]);
+    let client = server.client();
+    for public in ["carol", "alice", "bob"] {
+        let response = client
+            .post(server.url("/channels/idx/clients"))
+            .bearer_auth("pk_test-0123456789abcdef")
+            .json(&json!({ "public_token": public }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    }
+    redis_command(&redis, &[b"DEL", b"ssehub:index:idx"]);
+    let (status, page) = server.get_json("/channels/idx/clients?limit=2").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["clients"][0]["public_token"], "alice");
+    assert_eq!(page["clients"][1]["public_token"], "bob");
+    assert_eq!(page["next"], "bob");
+    let (_, page) = server.get_json("/channels/idx/clients?after=bob").await;
+    assert_eq!(page["clients"][0]["public_token"], "carol");
+    assert_eq!(page.get("next"), None);
+    assert_eq!(redis_command(&redis, &[b"ZCARD", b"ssehub:index:idx"]), ":3");
+}

@@ -112,12 +112,13 @@ fn clients(api: Api) -> impl Filter<Extract = (Response,), Error = Rejection> + 
     let limit = api.body_limit;
     warp::path!("channels" / String / "clients")
         .and(warp::method())
+        .and(raw_query())
         .and(headers_and_body(limit))
         .and(with_api(api))
         .then(
-            |channel: String, method: Method, headers: HeaderMap, body: Body, api: Api| async move {
+            |channel: String, method: Method, query: String, headers: HeaderMap, body: Body, api: Api| async move {
                 match method {
-                    Method::GET | Method::HEAD => handlers::clients(api, channel, headers).await,
+                    Method::GET | Method::HEAD => handlers::clients(api, channel, query, headers).await,
                     Method::POST => handlers::register(api, channel, headers, body).await,
                     _ => ApiError::MethodNotAllowed {
                         allow: "GET, HEAD, POST",

@@ -17,7 +17,7 @@ use super::socket::EventSocket;
 use super::Api;
 use crate::hub::{ClientView, HubError, Outlet, SubscribeRequest};
 use crate::protocol::schema::Violation;
-use crate::protocol::{ChannelName, Draft, PublicToken, Registration, Sender, SubscribeQuery};
+use crate::protocol::{ChannelName, ClientListQuery, Draft, PublicToken, Registration, Sender, SubscribeQuery};
 
 /// The resume position a reconnecting `EventSource` sends.
 const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
@@ -109,23 +109,17 @@ pub(super) async fn register(api: Api, channel: String, headers: HeaderMap, body
     answer(result, StatusCode::CREATED)
 }
 
-/// The presence list.
-#[derive(Serialize)]
-struct ClientList {
-    channel: ChannelName,
-    clients: Vec<ClientView>,
-}
-
-/// `GET /channels/{channel}/clients`
-pub(super) async fn clients(api: Api, channel: String, headers: HeaderMap) -> Response {
+/// `GET /channels/{channel}/clients`: one page of the presence list. Like the
+/// events endpoint, it checks its query before the credentials.
+pub(super) async fn clients(api: Api, channel: String, query: String, headers: HeaderMap) -> Response {
     let result = async {
         let channel = ChannelName::from_path(&channel)?;
+        let page = ClientListQuery::parse(&query)?;
         may_watch(
             &api.access.policy(&channel),
             &identify(&api, &channel, bearer(&headers)?).await?,
         )?;
-        let clients = api.hub.clients(&channel).await?;
-        Ok(ClientList { channel, clients })
+        Ok(api.hub.clients(&channel, page.after, page.limit).await?)
     }
     .await;
     answer(result, StatusCode::OK)

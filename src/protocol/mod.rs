@@ -20,7 +20,7 @@ pub(crate) use client::{PublicToken, Registration};
 pub(crate) use frames::{FailureBody, GapBody, GapReason, TimeoutBody};
 pub(crate) use id::{Epoch, MessageId};
 pub(crate) use message::{complete_envelope, Draft, Message, Sender};
-pub(crate) use query::SubscribeQuery;
+pub(crate) use query::{ClientListQuery, SubscribeQuery};
 pub(crate) use time::Timestamp;
 
 use schema::Violation;
@@ -44,7 +44,7 @@ pub(crate) enum ProtocolError {
     InvalidToken(String),
     /// A query parameter fails `subscribe-query.schema.json` or a server
     /// limit, or the `Last-Event-ID` header `resume-position.schema.json`.
-    #[error("invalid subscription parameter {}", .0.first().map(ToString::to_string).unwrap_or_default())]
+    #[error("invalid request parameter {}", .0.first().map(ToString::to_string).unwrap_or_default())]
     InvalidQuery(Vec<Violation>),
 }
 

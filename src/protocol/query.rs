@@ -3,7 +3,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::schema::{SchemaKind, Schemas, Violation};
-use super::ProtocolError;
+use super::{ProtocolError, PublicToken};
 
 /// What a subscriber asks for in the query of `GET /channels/{c}/events`,
 /// checked against `subscribe-query.schema.json`, and in its `Last-Event-ID`
@@ -29,31 +29,7 @@ impl SubscribeQuery {
     /// or the header, as `/headers/last-event-id`.
     pub(crate) fn parse(raw: &str, header: Option<&[u8]>, max_timeout: Duration) -> Result<Self, ProtocolError> {
         let header = header.map(resume_header).transpose()?;
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw).map_err(|e| {
-            ProtocolError::InvalidQuery(vec![Violation {
-                pointer: "/query".into(),
-                message: e.to_string(),
-            }])
-        })?;
-        // Later occurrences of a name win, as most frameworks do; the schema sees strings.
-        let mut object = Map::new();
-        for (name, value) in pairs {
-            object.insert(name, Value::String(value));
-        }
-        let object = Value::Object(object);
-        Schemas::get()
-            .validate(SchemaKind::SubscribeQuery, &object)
-            .map_err(|violations| {
-                ProtocolError::InvalidQuery(
-                    violations
-                        .into_iter()
-                        .map(|v| Violation {
-                            pointer: format!("/query{}", v.pointer),
-                            message: v.message,
-                        })
-                        .collect(),
-                )
-            })?;
+        let object = query_object(raw, SchemaKind::SubscribeQuery)?;
         let text = |name: &str| object.get(name).and_then(Value::as_str).map(str::to_owned);
         let timeout = match text("timeout") {
             None => None,
@@ -77,6 +53,67 @@ impl SubscribeQuery {
             token: text("token"),
         })
     }
+}
+
+/// The query of `GET /channels/{c}/clients`, checked against
+/// `client-list-query.schema.json`: one page of the presence list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ClientListQuery {
+    /// `after`: the page starts after this public token.
+    pub after: Option<PublicToken>,
+    /// `limit`: at most this many clients.
+    pub limit: usize,
+}
+
+impl ClientListQuery {
+    /// Clients in a page when `limit` is not given: the schema's `default`
+    /// (a unit test holds the two together).
+    pub(crate) const DEFAULT_LIMIT: usize = 100;
+
+    /// Decodes a raw query string (without `?`).
+    ///
+    /// # Errors
+    /// [`ProtocolError::InvalidQuery`] naming the parameter, as `/query/<name>`.
+    pub(crate) fn parse(raw: &str) -> Result<Self, ProtocolError> {
+        let object = query_object(raw, SchemaKind::ClientListQuery)?;
+        let text = |name: &str| object.get(name).and_then(Value::as_str);
+        Ok(ClientListQuery {
+            // The schema has checked both: a public token, and 1 to 1000.
+            after: text("after").map(PublicToken::parse).transpose()?,
+            limit: text("limit")
+                .and_then(|limit| limit.parse().ok())
+                .unwrap_or(Self::DEFAULT_LIMIT),
+        })
+    }
+}
+
+/// A raw query string as the JSON object its schema describes (every value a
+/// string), validated against `kind`. Of repeated names the last wins, as in
+/// most frameworks.
+fn query_object(raw: &str, kind: SchemaKind) -> Result<Value, ProtocolError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw).map_err(|e| {
+        ProtocolError::InvalidQuery(vec![Violation {
+            pointer: "/query".into(),
+            message: e.to_string(),
+        }])
+    })?;
+    let object: Map<String, Value> = pairs
+        .into_iter()
+        .map(|(name, value)| (name, Value::String(value)))
+        .collect();
+    let object = Value::Object(object);
+    Schemas::get().validate(kind, &object).map_err(|violations| {
+        ProtocolError::InvalidQuery(
+            violations
+                .into_iter()
+                .map(|v| Violation {
+                    pointer: format!("/query{}", v.pointer),
+                    message: v.message,
+                })
+                .collect(),
+        )
+    })?;
+    Ok(object)
 }
 
 /// The `Last-Event-ID` header as a resume position. Bytes that are not UTF-8
@@ -128,6 +165,41 @@ mod tests {
         }
         let exactly = "x".repeat(64);
         assert!(SubscribeQuery::parse("", Some(exactly.as_bytes()), MAX).is_ok());
+    }
+
+    #[test]
+    fn client_list_pages() {
+        assert_eq!(
+            ClientListQuery::parse("").unwrap(),
+            ClientListQuery {
+                after: None,
+                limit: ClientListQuery::DEFAULT_LIMIT
+            }
+        );
+        let page = ClientListQuery::parse("limit=1000&after=bob%40example.com&x=1").unwrap();
+        assert_eq!((page.after.unwrap().as_str(), page.limit), ("bob@example.com", 1000));
+        for (raw, pointer) in [
+            ("limit=0", "/query/limit"),
+            ("limit=1001", "/query/limit"),
+            ("limit=01", "/query/limit"),
+            ("limit=x", "/query/limit"),
+            ("after=a%20b", "/query/after"),
+            ("after=", "/query/after"),
+        ] {
+            match ClientListQuery::parse(raw) {
+                Err(ProtocolError::InvalidQuery(v)) => assert_eq!(v[0].pointer, pointer, "{raw}"),
+                other => panic!("{raw}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_default_limit_is_the_schema_s() {
+        let schema: Value = serde_json::from_str(include_str!("../../protocol/client-list-query.schema.json")).unwrap();
+        assert_eq!(
+            schema["properties"]["limit"]["default"],
+            ClientListQuery::DEFAULT_LIMIT.to_string()
+        );
     }
 
     #[test]

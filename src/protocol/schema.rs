@@ -53,6 +53,7 @@ const FILES: &[(SchemaKind, &str, &str)] = &[
     schema_file!(ClientList, "client-list.schema.json"),
     schema_file!(PresenceEvent, "presence-event.schema.json"),
     schema_file!(ResumePosition, "resume-position.schema.json"),
+    schema_file!(ClientListQuery, "client-list-query.schema.json"),
 ];
 
 /// Which schema to validate against: one variant per file in `protocol/`.
@@ -100,6 +101,8 @@ pub enum SchemaKind {
     PresenceEvent,
     /// `resume-position.schema.json`: `Last-Event-ID` and `?lastEventId=`.
     ResumePosition,
+    /// `client-list-query.schema.json`: query of `GET /channels/{c}/clients`.
+    ClientListQuery,
 }
 
 impl SchemaKind {
