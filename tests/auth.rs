@@ -297,8 +297,9 @@ store_tests! {
         );
     }
 
-    /// `GET /channels/{c}` and `/healthz` need no credentials whatever the policy, and ignore
-    /// an Authorization header (a bad token is not even checked).
+    /// `GET /channels/{c}` follows the rule of presence reads (it counts clients): anonymous
+    /// callers only where `subscribe=anyone`, a bad token always 401. `/healthz` answers
+    /// anyone and does not check a token.
     async fn channel_info_follows_the_presence_rule(backend) {
         let server = backend.start(&["--publisher-key", KEY, "--policy", "members-*:subscribe=clients"]);
         let other = reg(&server, "elsewhere", "alice", None).await;
