@@ -135,6 +135,17 @@ fn glob_matches(pattern: &str, name: &str) -> bool {
     rest.len() >= last.len() && rest.ends_with(last)
 }
 
+/// How a page's origin may call the API cross-origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CorsOrigin {
+    /// Named by `--cors-origin`: its own origin is echoed, credentials included.
+    Listed,
+    /// Allowed only by `--cors-origin '*'`: any origin, without credentials.
+    /// Echoing every origin (`null`, `file://…`) with credentials would let
+    /// any page on the web make credentialed requests and read the answers.
+    Any,
+}
+
 /// A secret from configuration. `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -201,7 +212,7 @@ pub(crate) struct Access {
 
 impl Access {
     /// Access with these keys, policy rules (first match wins) and CORS origins
-    /// (`*` allows every origin).
+    /// (`*` allows every origin, without credentials).
     pub(crate) fn new(keys: Vec<Secret>, rules: Vec<PolicyRule>, cors_origins: Vec<String>) -> Self {
         Access {
             keys,
@@ -232,11 +243,21 @@ impl Access {
             .map_or_else(Policy::default, |rule| rule.policy)
     }
 
-    /// Whether a browser page from `origin` may call the API.
-    pub(crate) fn allows_origin(&self, origin: &str) -> bool {
-        self.cors_origins
+    /// Whether, and how, a browser page from `origin` may call the API: an
+    /// origin named in the list wins over `*`.
+    pub(crate) fn cors_origin(&self, origin: &str) -> Option<CorsOrigin> {
+        if self
+            .cors_origins
             .iter()
-            .any(|allowed| allowed == "*" || allowed.eq_ignore_ascii_case(origin))
+            .any(|allowed| allowed != "*" && allowed.eq_ignore_ascii_case(origin))
+        {
+            Some(CorsOrigin::Listed)
+        } else {
+            self.cors_origins
+                .iter()
+                .any(|allowed| allowed == "*")
+                .then_some(CorsOrigin::Any)
+        }
     }
 }
 
@@ -280,5 +301,15 @@ mod tests {
         assert!(!access.is_publisher_key(""));
         let short: Secret = "short-key".parse().unwrap();
         assert!(short.check().is_err() && !short.check().unwrap_err().contains("short-key"));
+    }
+
+    #[test]
+    fn a_listed_origin_wins_over_the_wildcard() {
+        let access = Access::new(vec![], vec![], vec!["*".into(), "https://App.example".into()]);
+        assert_eq!(access.cors_origin("https://app.example"), Some(CorsOrigin::Listed));
+        assert_eq!(access.cors_origin("null"), Some(CorsOrigin::Any));
+        let listed = Access::new(vec![], vec![], vec!["https://app.example".into()]);
+        assert_eq!(listed.cors_origin("https://evil.example"), None);
+        assert_eq!(listed.cors_origin("*"), None);
     }
 }

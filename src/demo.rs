@@ -184,7 +184,7 @@ async fn feed(hub: &Hub, body: &[u8]) -> Result<Commented, ApiError> {
     let name = clean_text(&comment.name, "/name", NAME_MAX)?;
     let text = clean_text(&comment.text, "/text", TEXT_MAX)?;
     let contents = json!({ "name": name, "text": text });
-    let published = hub.publish(&channel, Draft::system("feed.comment", contents)).await?;
+    let published = hub.publish(&channel, Draft::system("feed.comment", &contents)).await?;
     Ok(Commented { id: published.id })
 }
 

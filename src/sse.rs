@@ -2,9 +2,10 @@
 //!
 //! Frames are built once into a buffer and frozen to [`Bytes`], so one message
 //! frame is shared by every subscriber as a reference count. The only values
-//! written into `id:` and `event:` lines are our own ids and fixed event names,
-//! and `data:` carries compact JSON, which never contains a raw line break; the
-//! debug assertions below keep it that way.
+//! written into `id:` and `event:` lines are our own ids and fixed event names
+//! (debug assertions keep it that way), and `data:` carries compact JSON,
+//! which never contains a raw line break. A message's data is checked anyway,
+//! at run time: it may be bytes read back from a store (see [`one_line`]).
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
@@ -30,29 +31,54 @@ pub(crate) fn preamble(retry_ms: u64) -> Bytes {
 /// line, so `EventSource.onmessage` fires.
 pub(crate) fn message(id: &str, envelope: &[u8]) -> Bytes {
     debug_assert!(!id.contains(['\r', '\n']));
-    debug_assert!(!envelope.contains(&b'\n') && !envelope.contains(&b'\r'));
     let mut frame = BytesMut::with_capacity(id.len() + envelope.len() + 14);
     frame.put_slice(b"id: ");
     frame.put_slice(id.as_bytes());
     frame.put_slice(b"\ndata: ");
+    let start = frame.len();
     frame.put_slice(envelope);
+    one_line(id, &mut frame[start..]);
     frame.put_slice(b"\n\n");
     frame.freeze()
 }
 
-/// A message frame whose envelope `write_data` serialises in place, so the
-/// JSON is written once, into the frame itself.
-pub(crate) fn message_with(id: &str, write_data: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+/// A message frame whose envelope `write_data` serialises in place (in a
+/// buffer of `capacity` bytes, frame included), so the JSON is written once,
+/// into the frame itself.
+pub(crate) fn message_with(id: &str, capacity: usize, write_data: impl FnOnce(&mut Vec<u8>)) -> Bytes {
     debug_assert!(!id.contains(['\r', '\n']));
-    let mut frame = Vec::with_capacity(256);
+    let mut frame = Vec::with_capacity(capacity + id.len() + 14);
     frame.extend_from_slice(b"id: ");
     frame.extend_from_slice(id.as_bytes());
     frame.extend_from_slice(b"\ndata: ");
     let start = frame.len();
     write_data(&mut frame);
-    debug_assert!(!frame[start..].contains(&b'\n') && !frame[start..].contains(&b'\r'));
+    one_line(id, &mut frame[start..]);
     frame.extend_from_slice(b"\n\n");
     Bytes::from(frame)
+}
+
+/// Keeps a message's `data` on its one line. A raw CR or LF would end the
+/// line, and what follows would be read as fields of its own: another
+/// `event:`, `id:` or `data:`, a whole forged frame. The JSON we write never
+/// holds one (strings escape them, a sender's `contents` is compacted), but
+/// an envelope read back from a store (Redis, the file, a Redis notification)
+/// is only as sound as the store. Such a message is still delivered, so no
+/// hole opens that no gap frame would announce, with every raw CR and LF
+/// written as a space: in valid JSON they can only be whitespace between
+/// tokens, so valid JSON keeps its meaning, and anything else can no longer
+/// inject a line. It is logged as an error: the stored bytes are damaged.
+fn one_line(id: &str, data: &mut [u8]) {
+    if memchr::memchr2(b'\n', b'\r', data).is_none() {
+        return;
+    }
+    tracing::error!(
+        id,
+        "a stored message holds a raw line break (damaged store?); delivered with spaces in its place"
+    );
+    for byte in data.iter_mut().filter(|byte| matches!(**byte, b'\n' | b'\r')) {
+        *byte = b' ';
+    }
 }
 
 /// A named event (`timeout`, `failure`, `gap`) with a JSON body and no id, so
@@ -89,6 +115,18 @@ mod tests {
             &event("timeout", &json!({"channel": "c", "seconds": 5}))[..],
             b"event: timeout\ndata: {\"channel\":\"c\",\"seconds\":5}\n\n"
         );
+    }
+
+    #[test]
+    fn a_line_break_in_data_never_starts_a_line() {
+        let forged = b"{\"a\":\r\n1}\nevent: failure\r\ndata: {}\n\nid: x";
+        let frame = message("0000000a-1", forged);
+        assert_eq!(
+            &frame[..],
+            b"id: 0000000a-1\ndata: {\"a\":  1} event: failure  data: {}  id: x\n\n"
+        );
+        let frame = message_with("0000000a-2", 0, |data| data.extend_from_slice(b"[1,\n2]"));
+        assert_eq!(&frame[..], b"id: 0000000a-2\ndata: [1, 2]\n\n");
     }
 
     #[test]

@@ -408,13 +408,22 @@ export async function send(channel, name, contents, { token, to, base = '' } = {
 }
 
 /**
- * The presence list of a channel: `[{public_token, display_name, connected, ...}]`.
+ * The presence list of a channel: `[{public_token, display_name, connected, ...}]`, every
+ * client, ordered by public token. The server answers a page at a time; this follows each
+ * page's `next` until the last.
  *
  * @param {string} channel
  * @param {{token?: string, base?: string}} [options]
  * @returns {Promise<object[]>}
  */
 export async function listClients(channel, { token, base = '' } = {}) {
-  const answer = await request('GET', channelUrl(channel, base) + '/clients', { token });
-  return answer.clients;
+  const clients = [];
+  let after = null;
+  do {
+    const page = '/clients?limit=1000' + (after === null ? '' : '&after=' + encodeURIComponent(after));
+    const answer = await request('GET', channelUrl(channel, base) + page, { token });
+    clients.push(...answer.clients);
+    after = answer.next ?? null;
+  } while (after !== null);
+  return clients;
 }

@@ -297,8 +297,9 @@ store_tests! {
         );
     }
 
-    /// `GET /channels/{c}` and `/healthz` need no credentials whatever the policy, and ignore
-    /// an Authorization header (a bad token is not even checked).
+    /// `GET /channels/{c}` follows the rule of presence reads (it counts clients): anonymous
+    /// callers only where `subscribe=anyone`, a bad token always 401. `/healthz` answers
+    /// anyone and does not check a token.
     async fn channel_info_follows_the_presence_rule(backend) {
         let server = backend.start(&["--publisher-key", KEY, "--policy", "members-*:subscribe=clients"]);
         let other = reg(&server, "elsewhere", "alice", None).await;
@@ -983,4 +984,123 @@ async fn malformed_private_token_not_echoed() {
         .map(|(what, answer)| format!("{what}: {answer}"))
         .collect();
     assert!(leaks.is_empty(), "answers echo a private token:\n{}", leaks.join("\n"));
+}
+
+/// A request with `Authorization` values given as raw bytes (one header per value, so
+/// two values are a repeated header), on whichever transport the server picks for it.
+async fn with_raw_authorization(
+    server: &TestServer,
+    method: Method,
+    path: &str,
+    authorization: &[&[u8]],
+    extra: &[(&str, &str)],
+    body: Option<&Value>,
+) -> reqwest::Response {
+    let mut request = server
+        .client()
+        .request(method.clone(), server.url(path))
+        .timeout(REQUEST);
+    for value in authorization {
+        let value = reqwest::header::HeaderValue::from_bytes(value).expect("a header value");
+        request = request.header("authorization", value);
+    }
+    for (name, value) in extra {
+        request = request.header(*name, *value);
+    }
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.to_string());
+    }
+    request.send().await.unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// A malformed `Authorization` header is a bad credential, not "no credentials": 401 on every
+/// endpoint (a failure frame `unauthorized` to an EventSource), also in open mode where no
+/// credentials would be a publisher's, and also beside a valid `?token=`. Two `Authorization`
+/// headers are a malformed request: 400 `bad_request`, as JSON even to an EventSource.
+#[tokio::test]
+async fn malformed_authorization_is_refused() {
+    let junk = format!("Bearer {KEY} extra");
+    let malformed: [&[u8]; 7] = [
+        b"Bearer ",
+        b"Bearer",
+        b"Basic dXNlcjpwYXNz",
+        b"Bearer \xff\xfe-0123456789abcdef",
+        junk.as_bytes(),
+        b"Token pk_test-0123456789abcdef",
+        b"pk_test-0123456789abcdef",
+    ];
+    let body = json!({"name": "n", "contents": 1});
+    let registration = json!({"public_token": "mallory"});
+    let keyed = TestServer::start(KEYED);
+    let open = TestServer::start(&[]);
+    for (server, mode) in [(&keyed, "keyed"), (&open, "open mode")] {
+        let token = reg_with(server, "c", "alice", None, (mode == "keyed").then_some(KEY)).await;
+        for value in malformed {
+            let what = format!("{mode}, Authorization: {:?}", String::from_utf8_lossy(value));
+            let requests: [(Method, &str, Option<&Value>); 6] = [
+                (Method::POST, "/channels/c/messages", Some(&body)),
+                (Method::POST, "/channels/c/clients", Some(&registration)),
+                (Method::GET, "/channels/c", None),
+                (Method::GET, "/channels/c/clients", None),
+                (Method::GET, "/channels/c/clients/alice", None),
+                (Method::DELETE, "/channels/c/clients/alice", None),
+            ];
+            for (method, path, body) in requests {
+                let response = with_raw_authorization(server, method.clone(), path, &[value], NONE, body).await;
+                let (status, _, text) = parts(response).await;
+                assert_eq!(status, 401, "{what}: {method} {path}: {text}");
+            }
+            for query in [String::new(), format!("?token={token}")] {
+                let path = format!("/channels/c/events{query}");
+                let json = [("accept", "application/json")];
+                let response = with_raw_authorization(server, Method::GET, &path, &[value], &json, None).await;
+                expect_unauthorized(response).await;
+                let sse = [("accept", "text/event-stream")];
+                let response = with_raw_authorization(server, Method::GET, &path, &[value], &sse, None).await;
+                assert_eq!(response.status(), 200, "{what}: {path}");
+                let text = parts(response).await.2;
+                assert!(
+                    text.contains("event: failure\ndata: {\"code\":\"unauthorized\""),
+                    "{what}: {path}: {text}"
+                );
+            }
+        }
+        let key = bearer(KEY);
+        let twice: [&[u8]; 2] = [key.as_bytes(), key.as_bytes()];
+        let requests: [(Method, &str, Option<&Value>); 4] = [
+            (Method::POST, "/channels/c/messages", Some(&body)),
+            (Method::GET, "/channels/c", None),
+            (Method::GET, "/channels/c/events", None),
+            (Method::GET, "/channels/c/clients", None),
+        ];
+        for (method, path, body) in requests {
+            // An EventSource's Accept too: this is no failure frame.
+            let response = with_raw_authorization(server, method, path, &twice, SSE, body).await;
+            expect_error(response, 400, "bad_request").await;
+        }
+        // Still one history: nothing was sent by the refused requests.
+        assert_eq!(server.channel_info("c").await["history_size"], 0, "{mode}");
+    }
+}
+
+/// `?token=` follows the private-token pattern (16 to 256 of `A-Z a-z 0-9 _ . ~ -`), as the
+/// contract says: anything else is `invalid_query` at `/query/token` (JSON, or a failure frame
+/// to an EventSource), before any credential is looked up.
+#[tokio::test]
+async fn token_query_follows_the_private_token_pattern() {
+    let server = TestServer::start(KEYED);
+    for token in [
+        "short",
+        "x",
+        "has%20a%20space-0123456789",
+        "key%2Bwith%2Fbase64%3D0123",
+        "%C3%A9-0123456789abcdef",
+    ] {
+        let query = format!("?token={token}");
+        let error = expect_error(events_json(&server, "c", &query, NONE).await, 400, "invalid_query").await;
+        assert_eq!(error["details"][0]["pointer"], "/query/token", "{token}: {error}");
+        expect_stream_failure(&server, "c", &query, NONE, "invalid_query").await;
+    }
 }

@@ -756,3 +756,114 @@ store_tests! {
         wait_connected(&server, "to", "alice", false).await;
     }
 }
+
+/// JSON Schema counts `60.0` as the integer 60: a registration writing its seconds that way
+/// is accepted as if written `60` (it used to be refused as `invalid_json` after the schema
+/// had accepted it). A huge one is over the server's limit (`schema_violation`), a fraction
+/// is not an integer (`schema_violation`), never `invalid_json`.
+#[tokio::test]
+async fn integers_written_as_floats_are_integers() {
+    let server = TestServer::start(KEYED);
+    let body = r#"{"public_token":"alice","connection_timeout_seconds":60.0,"connection_idle_seconds":1.2e2}"#;
+    let (status, _, text) = parts(register_raw(&server, "c", "application/json", body).await).await;
+    assert_eq!(status, 201, "{text}");
+    let client = &parse_json(&text)["client"];
+    assert_eq!(client["connection_timeout_seconds"], 60, "{text}");
+    assert_eq!(client["connection_idle_seconds"], 120, "{text}");
+    let huge = r#"{"public_token":"bob","connection_timeout_seconds":1e30}"#;
+    expect_violation_at(
+        register_raw(&server, "c", "application/json", huge).await,
+        "/connection_timeout_seconds",
+    )
+    .await;
+    let huge = r#"{"public_token":"bob","connection_idle_seconds":1e30}"#;
+    expect_violation_at(
+        register_raw(&server, "c", "application/json", huge).await,
+        "/connection_idle_seconds",
+    )
+    .await;
+    let fraction = r#"{"public_token":"bob","connection_timeout_seconds":60.5}"#;
+    expect_violation_at(
+        register_raw(&server, "c", "application/json", fraction).await,
+        "/connection_timeout_seconds",
+    )
+    .await;
+}
+
+/// One page of the presence list: its clients and its `next`, checked against the schema.
+async fn list_page(server: &TestServer, channel: &str, query: &str) -> (Vec<String>, Option<String>) {
+    let (status, page) = server.get_json(&format!("/channels/{channel}/clients{query}")).await;
+    assert_eq!(status, 200, "{query}: {page}");
+    validate(SchemaKind::ClientList, &page);
+    let publics = page["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["public_token"].as_str().unwrap().to_owned())
+        .collect();
+    (publics, page["next"].as_str().map(str::to_owned))
+}
+
+store_tests! {
+    /// The presence list is paginated: `?limit=` (default 100, at most 1000) clients after
+    /// `?after=<public token>`, ordered by public token byte by byte, with `next` while more
+    /// follow. Walking the pages yields every client once; a client removed between pages
+    /// does not disturb the walk. The channel's counts come without reading the list.
+    async fn presence_list_pages(backend) {
+        let server = backend.start(KEYED);
+        let publics = ["m", "B", "a.b", "a", "z@x", "Zed", "0", "a-b", "b"];
+        for public in publics {
+            reg(&server, "paged", public, None).await;
+        }
+        let mut sorted: Vec<&str> = publics.to_vec();
+        sorted.sort_unstable();
+        assert_eq!(sorted, ["0", "B", "Zed", "a", "a-b", "a.b", "b", "m", "z@x"]);
+
+        let (all, next) = list_page(&server, "paged", "").await;
+        assert_eq!(all, sorted, "the default page holds them all");
+        assert_eq!(next, None);
+        let mut walked = Vec::new();
+        let mut query = "?limit=4".to_owned();
+        let mut pages = 0;
+        loop {
+            let (page, next) = list_page(&server, "paged", &query).await;
+            assert!(page.len() <= 4, "{page:?}");
+            pages += 1;
+            if pages == 1 {
+                // Removed before the walk reaches it: it is simply not there.
+                delete_ok(&server, "paged", "b").await;
+            }
+            walked.extend(page.iter().cloned());
+            match next {
+                Some(next) => {
+                    assert_eq!(Some(&next), page.last(), "next is the page's last public token");
+                    query = format!("?limit=4&after={}", next.replace('@', "%40"));
+                }
+                None => break,
+            }
+        }
+        let expected: Vec<&str> = sorted.iter().copied().filter(|p| *p != "b").collect();
+        assert_eq!(walked, expected);
+        assert_eq!(pages, 2);
+        // A cursor need not be registered (any more, or ever); the last page has no `next`.
+        assert_eq!(
+            list_page(&server, "paged", "?after=a").await,
+            (vec!["a-b".to_owned(), "a.b".into(), "m".into(), "z@x".into()], None)
+        );
+        // '0' sorts after '-' and '.'.
+        assert_eq!(list_page(&server, "paged", "?after=a0").await, (vec!["m".to_owned(), "z@x".into()], None));
+        assert_eq!(list_page(&server, "paged", "?limit=1&after=m").await, (vec!["z@x".to_owned()], None));
+        assert_eq!(list_page(&server, "paged", "?after=z@x").await, (vec![], None));
+        assert_eq!(list_page(&server, "paged", "?limit=1000").await.0.len(), 8);
+        for (query, pointer) in [
+            ("?limit=0", "/query/limit"),
+            ("?limit=1001", "/query/limit"),
+            ("?after=a%20b", "/query/after"),
+        ] {
+            let error = expect_error(server.get(&format!("/channels/paged/clients{query}"), NONE).await, 400, "invalid_query").await;
+            assert_eq!(error["details"][0]["pointer"], pointer, "{query}: {error}");
+        }
+        let info = server.channel_info("paged").await;
+        assert_eq!((info["clients_registered"].as_u64(), info["clients_connected"].as_u64()), (Some(8), Some(0)));
+    }
+}

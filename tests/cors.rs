@@ -1,7 +1,8 @@
 //! CORS (issue 4): preflight from an allowed origin (204 with the allowed methods and headers),
 //! from any other origin (403 without CORS headers); every answer to an allowed origin (errors
 //! and event streams included) carries Access-Control-Allow-Origin (echoed) and
-//! Access-Control-Allow-Credentials; nothing for other origins or by default. CORS is
+//! Access-Control-Allow-Credentials; nothing for other origins or by default. `*` allows any
+//! origin without credentials (issue 12). CORS is
 //! configuration only, so these tests use the memory store.
 
 mod clients_support;
@@ -38,20 +39,39 @@ fn assert_vary_origin(headers: &HeaderMap, what: &str) {
     );
 }
 
-/// The CORS headers of an answer to the allowed `origin`.
+/// How an origin is allowed.
+#[derive(Debug, Clone, Copy)]
+enum Allowed<'a> {
+    /// Listed by name: echoed, with credentials.
+    Echo(&'a str),
+    /// Only by `*`: `*`, without credentials.
+    Any,
+}
+
+/// The CORS headers of an answer to an allowed origin.
 #[track_caller]
-fn assert_cors(headers: &HeaderMap, origin: &str, what: &str) {
+fn assert_allowed(headers: &HeaderMap, allowed: Allowed<'_>, what: &str) {
+    let (origin, credentials) = match allowed {
+        Allowed::Echo(origin) => (origin, "true"),
+        Allowed::Any => ("*", ""),
+    };
     assert_eq!(
         all_values(headers, "access-control-allow-origin"),
         origin,
-        "{what}: Access-Control-Allow-Origin echoes the origin"
+        "{what}: Access-Control-Allow-Origin"
     );
     assert_eq!(
         all_values(headers, "access-control-allow-credentials"),
-        "true",
+        credentials,
         "{what}: Access-Control-Allow-Credentials"
     );
     assert_vary_origin(headers, what);
+}
+
+/// The CORS headers of an answer to the allowed (listed) `origin`.
+#[track_caller]
+fn assert_cors(headers: &HeaderMap, origin: &str, what: &str) {
+    assert_allowed(headers, Allowed::Echo(origin), what);
 }
 
 /// No `Access-Control-*` header at all.
@@ -101,10 +121,15 @@ const PATHS: &[&str] = &[
 
 /// Checks the 204 preflight answer to `origin` (asked headers `asked`, echoed, or the default).
 async fn expect_preflight_ok(response: reqwest::Response, origin: &str, asked: Option<&str>, what: &str) {
+    expect_preflight(response, Allowed::Echo(origin), asked, what).await;
+}
+
+/// Checks a 204 preflight answer, the origin allowed as `allowed`.
+async fn expect_preflight(response: reqwest::Response, allowed: Allowed<'_>, asked: Option<&str>, what: &str) {
     let (status, headers, text) = parts(response).await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{what}: preflight status; body {text}");
     assert!(text.is_empty(), "{what}: a 204 has no body");
-    assert_cors(&headers, origin, what);
+    assert_allowed(&headers, allowed, what);
     assert_eq!(
         all_values(&headers, "access-control-allow-methods"),
         "GET, HEAD, POST, DELETE",
@@ -327,21 +352,38 @@ async fn no_cors_headers_by_default() {
     }
 }
 
-/// `*` allows every origin, echoed (never a literal `*`, so credentials work); several origins
-/// by repeating the flag or with `SSEHUB_CORS_ORIGINS` (comma-separated).
+/// `*` allows every origin, but without credentials: `Access-Control-Allow-Origin: *` and no
+/// `Access-Control-Allow-Credentials`, so no page anywhere (`null`, `file://`, any site) can
+/// make credentialed requests and read the answers. An origin also listed by name keeps its
+/// credentials. Several origins by repeating the flag or with `SSEHUB_CORS_ORIGINS`
+/// (comma-separated).
 #[tokio::test]
 async fn wildcard_and_several_origins() {
     let any = TestServer::start(&["--cors-origin", "*"]);
-    for origin in [APP, EVIL, "http://localhost:3000"] {
-        let response = call_with(&any, Method::GET, "/channels/c", &[("origin", origin)], None).await;
-        assert_cors(response.headers(), origin, &format!("* and {origin}"));
-        expect_preflight_ok(
-            preflight(&any, "/channels/c/events", origin, "GET", None).await,
-            origin,
-            None,
-            "*",
-        )
-        .await;
+    let both = TestServer::start(&["--cors-origin", "*", "--cors-origin", APP]);
+    for (server, origin, allowed) in [
+        (&any, APP, Allowed::Any),
+        (&any, EVIL, Allowed::Any),
+        (&any, "null", Allowed::Any),
+        (&any, "file://", Allowed::Any),
+        (&any, "http://localhost:3000", Allowed::Any),
+        (&both, APP, Allowed::Echo(APP)),
+        (&both, EVIL, Allowed::Any),
+        (&both, "null", Allowed::Any),
+    ] {
+        let what = format!("{origin} allowed as {allowed:?}");
+        let response = call_with(server, Method::GET, "/channels/c", &[("origin", origin)], None).await;
+        assert_allowed(response.headers(), allowed, &what);
+        let headers = [("origin", origin), ("content-type", "application/json")];
+        let body = Some(json!({"name": "n", "contents": 1}).to_string());
+        let response = call_with(server, Method::POST, "/channels/c/messages", &headers, body).await;
+        assert_allowed(response.headers(), allowed, &format!("{what}: a send"));
+        let stream = server
+            .subscribe("c", "", &[("accept", "text/event-stream"), ("origin", origin)])
+            .await;
+        assert_allowed(&stream.headers, allowed, &format!("{what}: a stream"));
+        let response = preflight(server, "/channels/c/events", origin, "GET", Some("authorization")).await;
+        expect_preflight(response, allowed, Some("authorization"), &what).await;
     }
 
     let two = TestServer::start(&["--cors-origin", APP, "--cors-origin", "http://localhost:3000"]);

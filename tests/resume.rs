@@ -227,6 +227,39 @@ async fn a_resume_id_longer_than_64_is_invalid_query() {
     expect_error(response, 400, "invalid_query").await;
 }
 
+/// The `Last-Event-ID` header follows the same rule as `?lastEventId=` (at most 64
+/// characters, resume-position.schema.json): a longer one is `invalid_query` (a failure frame
+/// for an EventSource), at pointer `/headers/last-event-id`, and is not echoed back; one of 64
+/// characters is a resume position like any other (a gap frame when it names nothing).
+#[tokio::test]
+async fn a_last_event_id_header_longer_than_64_is_invalid_query() {
+    let server = TestServer::start(&[]);
+    // Within the 32 KiB a request head may take; past it, the head itself is refused.
+    let huge = "x".repeat(70_000);
+    let response = server.get("/channels/r/events", &[("last-event-id", huge.as_str())]).await;
+    expect_error(response, 431, "headers_too_large").await;
+    for long in ["a".repeat(65), "x".repeat(20_000)] {
+        let headers = [("last-event-id", long.as_str())];
+        let response = server.get("/channels/r/events", &headers).await;
+        let error = expect_error(response, 400, "invalid_query").await;
+        assert_eq!(error["details"][0]["pointer"], "/headers/last-event-id", "{error}");
+        assert!(
+            !error.to_string().contains("aaaaa") && !error.to_string().contains("xxxxx"),
+            "{error}"
+        );
+        let mut stream = SseStream::connect(&server.url("/channels/r/events"), &[headers[0], SSE[0]]).await;
+        stream.expect_preamble(2000).await;
+        let frame = stream.expect_non_heartbeat(READ).await;
+        let failure = frame.control("failure", SchemaKind::Failure);
+        assert_eq!(failure["code"], "invalid_query", "{failure}");
+        assert!(frame.raw.len() < 1000, "not echoed: {} bytes", frame.raw.len());
+        stream.expect_end(READ).await;
+    }
+    let longest = "a".repeat(64);
+    let mut stream = server.subscribe("r", "", &[("last-event-id", &longest), SSE[0]]).await;
+    expect_gap(&mut stream, "r", &longest, None, "unknown_id").await;
+}
+
 /// Reads `channel` until message `n`, reconnecting every `every` messages with its last id
 /// (through the header, or the query when `by_query`). Returns the seqs received.
 async fn seam_subscriber(

@@ -294,3 +294,31 @@ async fn get_on_the_messages_route_is_405() {
     let response = server.get("/channels/c/messages", NONE).await;
     expect_error(response, 405, "method_not_allowed").await;
 }
+
+store_tests! {
+    /// `contents` is delivered exactly as it was sent, numbers and string escapes included
+    /// (a JSON library would turn 123456789012345678901234567890 into 1.2345678901234568e+29,
+    /// `-0` into `-0.0` and `\u00e9` into `é`), minus insignificant whitespace: live, and
+    /// replayed from the store after a resume.
+    async fn contents_arrive_as_sent(backend) {
+        let server = backend.start(&[]);
+        let before = server.send_id("exact", json!("before")).await;
+        let mut live = server.subscribe("exact", "", SSE).await;
+        let sent = "{\n  \"big\": 123456789012345678901234567890,\r\n  \"zero\": -0,\t\"e\": 1.50E+3,\n  \"s\": \"caf\\u00e9 \\/ \\ud83d\\ude00 x  y\"\n}";
+        let compact = r#"{"big":123456789012345678901234567890,"zero":-0,"e":1.50E+3,"s":"caf\u00e9 \/ \ud83d\ude00 x  y"}"#;
+        let body = format!("{{\"name\":\"n\",\"contents\":{sent}}}");
+        let response = server.post_raw("exact", Some("application/json"), body).await;
+        let status = response.status();
+        let answer = json_body(response).await;
+        assert_eq!(status, 201, "{answer}");
+        let id = answer["id"].as_str().unwrap();
+        let mut replayed = server.subscribe("exact", "", &[("accept", "text/event-stream"), ("last-event-id", &before)]).await;
+        for (what, stream) in [("live", &mut live), ("replayed", &mut replayed)] {
+            let frame = stream.expect_non_heartbeat(READ).await;
+            let envelope = frame.envelope();
+            assert_eq!(envelope["id"], id, "{what}");
+            let data = frame.data.unwrap();
+            assert!(data.contains(&format!(",\"contents\":{compact},")), "{what}: {data}");
+        }
+    }
+}

@@ -65,3 +65,51 @@ async fn the_default_static_dir_serves_the_demo_page() {
     assert_eq!(response.status(), 200);
     assert!(header(response.headers(), "content-type").starts_with("text/html"));
 }
+
+/// A static-file path only a client can make up (through a file, `..`, a backslash, a NUL,
+/// bytes that are not UTF-8) is a plain 404, logged at debug, not as the warning or error a
+/// server fault deserves.
+#[tokio::test]
+async fn made_up_paths_are_not_logged_as_server_faults() {
+    let dir = static_dir("made-up");
+    let server = TestServer::start(&[
+        "--static-dir",
+        dir.to_str().unwrap(),
+        "--publisher-key",
+        "pk_test-0123456789abcdef",
+        "--log",
+        "warn,ssehub::http::filters=debug",
+    ]);
+    let paths = [
+        "/index.html/x",
+        "/app.js/",
+        "/..%2fssehub-secret.txt",
+        "/%2e%2e/x",
+        "/..%5cx",
+        "/a%5cb",
+        "/index.html%00",
+        "/%ff",
+        "/missing/deeper.js",
+    ];
+    for path in paths {
+        expect_error(server.get(path, NONE).await, 404, "not_found").await;
+    }
+    let response = server.get("/app.js", NONE).await;
+    assert_eq!(response.status(), 200);
+    let refused = || server.stderr().matches("static file request refused").count();
+    let end = tokio::time::Instant::now() + READ;
+    while refused() < paths.len() {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "each refusal logged at debug:\n{}",
+            server.stderr()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let stderr = server.stderr();
+    assert!(
+        !stderr.contains("WARN") && !stderr.contains("ERROR"),
+        "logged as a fault:\n{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -970,3 +970,139 @@ async fn redis_data_loss_starts_a_new_epoch() {
     let marker = server.send_id(channel, json!("marker")).await;
     receive_as_a_client(&server, channel, resumed, &new[2], &[marker]).await;
 }
+
+/// One command to `redis` over RESP, as a store would be changed behind ssehub's back;
+/// returns the reply's first line (an error reply fails the test).
+fn redis_command(redis: &RedisServer, args: &[&[u8]]) -> String {
+    use std::io::{Read, Write};
+    let url = redis.url();
+    let port = url.trim_start_matches("redis://127.0.0.1:").trim_end_matches("/0");
+    let mut socket = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).expect("connect to redis");
+    socket.set_read_timeout(Some(READ)).unwrap();
+    let mut command = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        command.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        command.extend_from_slice(arg);
+        command.extend_from_slice(b"\r\n");
+    }
+    socket.write_all(&command).unwrap();
+    let mut reply = Vec::new();
+    let mut byte = [0u8; 1];
+    while !reply.ends_with(b"\r\n") {
+        assert_eq!(socket.read(&mut byte).expect("a reply from redis"), 1, "redis closed");
+        reply.push(byte[0]);
+    }
+    let reply = String::from_utf8(reply).unwrap();
+    assert!(
+        !reply.starts_with('-'),
+        "redis refused {:?}: {reply}",
+        String::from_utf8_lossy(args[0])
+    );
+    reply.trim_end().to_owned()
+}
+
+/// An envelope is only as sound as the store it is read back from: one holding raw CR or LF
+/// (written into the log, or into a notification, behind ssehub's back) must never inject SSE
+/// lines. Valid JSON with line breaks between its tokens arrives as the same JSON; a forged
+/// frame after an envelope stays inside the one `data:` line; the stream goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_envelopes_with_raw_line_breaks_cannot_inject_lines() {
+    let Some(redis) = RedisServer::start("stores::redis_envelopes_with_raw_line_breaks", false) else {
+        return;
+    };
+    let server = redis.node(&[]);
+    let first = server.send_id("c", json!(1)).await;
+    let epoch = epoch_of(&first);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        .to_string();
+    let forged = |seq: u64| {
+        format!(
+            "{{\"id\":\"{epoch}-{seq}\",\"contents\":1}}\n\nevent: failure\r\ndata: {{\"code\":\"internal\",\"message\":\"forged\"}}\n\nid: {epoch}-99"
+        )
+    };
+    let spaced = format!(
+        "{{\"id\":\"{epoch}-2\",\r\n\"channel\":\"c\",\n\"name\":\"n\",\"contents\":[1,\r2],\"time\":\"2026-01-01T00:00:00.000Z\"}}"
+    );
+    for (seq, envelope) in [("2-0", spaced), ("3-0", forged(3))] {
+        redis_command(&redis, &[b"INCR", b"ssehub:head:c"]);
+        let args: [&[u8]; 9] = [
+            b"XADD",
+            b"ssehub:log:c",
+            seq.as_bytes(),
+            b"t",
+            now.as_bytes(),
+            b"to",
+            b"",
+            b"e",
+            envelope.as_bytes(),
+        ];
+        redis_command(&redis, &args);
+    }
+    let mut stream = server
+        .subscribe("c", "", &[("accept", "text/event-stream"), ("last-event-id", &first)])
+        .await;
+    let envelope = stream.expect_message(READ).await;
+    assert_eq!(envelope["contents"], json!([1, 2]), "{envelope}");
+    let check_forged = |frame: Frame, seq: u64| {
+        assert_eq!(frame.id, Some(format!("{epoch}-{seq}")), "{frame:?}");
+        assert_eq!(frame.event, None, "no event line injected: {frame:?}");
+        assert!(frame.other.is_empty(), "{frame:?}");
+        assert!(frame.data.unwrap().contains("event: failure  data:"), "one data line");
+        assert_eq!(
+            frame.raw.matches('\n').count(),
+            3,
+            "two lines and the blank one: {:?}",
+            frame.raw
+        );
+    };
+    check_forged(stream.expect_non_heartbeat(READ).await, 3);
+
+    // Live, through the notification every node receives (see append.lua).
+    redis_command(&redis, &[b"INCR", b"ssehub:head:c"]);
+    let notification = format!("m\nc\n{epoch}\n4\n{now}\n\n{}", forged(4));
+    redis_command(&redis, &[b"PUBLISH", b"ssehub:events", notification.as_bytes()]);
+    check_forged(stream.expect_non_heartbeat(READ).await, 4);
+    let next = server.send_id("c", json!("after")).await;
+    assert_eq!(seq_of(&next), 5);
+    assert_eq!(stream.expect_message(READ).await["id"], next, "the stream goes on");
+    assert!(
+        server.stderr().contains("raw line break"),
+        "logged: {}",
+        server.stderr()
+    );
+}
+
+/// The Redis store pages the presence list from a sorted index of public tokens that its
+/// scripts keep; registrations made before the index existed (here: the index deleted behind
+/// ssehub's back) are indexed again on the next read, so the list stays whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_presence_list_survives_a_missing_index() {
+    let Some(redis) = RedisServer::start("stores::redis_presence_list_survives_a_missing_index", false) else {
+        return;
+    };
+    let server = redis.node(&["--publisher-key", "pk_test-0123456789abcdef"]);
+    let client = server.client();
+    for public in ["carol", "alice", "bob"] {
+        let response = client
+            .post(server.url("/channels/idx/clients"))
+            .bearer_auth("pk_test-0123456789abcdef")
+            .json(&json!({ "public_token": public }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    }
+    redis_command(&redis, &[b"DEL", b"ssehub:index:idx"]);
+    let (status, page) = server.get_json("/channels/idx/clients?limit=2").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["clients"][0]["public_token"], "alice");
+    assert_eq!(page["clients"][1]["public_token"], "bob");
+    assert_eq!(page["next"], "bob");
+    let (_, page) = server.get_json("/channels/idx/clients?after=bob").await;
+    assert_eq!(page["clients"][0]["public_token"], "carol");
+    assert_eq!(page.get("next"), None);
+    assert_eq!(redis_command(&redis, &[b"ZCARD", b"ssehub:index:idx"]), ":3");
+}

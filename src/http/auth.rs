@@ -3,7 +3,8 @@
 //! Credentials are a bearer token (`Authorization: Bearer …`) or, for streams,
 //! `?token=` (EventSource cannot set headers). A token is a publisher key or a
 //! registered client's private token on that channel; anything else is refused
-//! with 401, never treated as anonymous. Tokens are never logged.
+//! with 401, never treated as anonymous: a malformed `Authorization` header
+//! too. Tokens are never logged.
 
 use warp::http::header::AUTHORIZATION;
 use warp::http::HeaderMap;
@@ -24,14 +25,39 @@ pub(super) enum Caller {
     Anonymous,
 }
 
-/// The token of an `Authorization: Bearer` header, if there is one.
-pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.trim().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+/// The token of the request's `Authorization: Bearer` header; `None` when
+/// there is no such header.
+///
+/// # Errors
+/// A header that is there but is not one well-formed bearer token (another
+/// scheme, no token, junk after the token, bytes that are not text) is a bad
+/// credential, never "no credentials": 401, as for a token that names nobody,
+/// also where anonymous requests are allowed. Two headers are not one
+/// credential, and which one a proxy would pass on is anyone's guess: 400.
+pub(super) fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::BadRequest(
+            "a repeated Authorization header: send one Authorization: Bearer <token>",
+        ));
+    }
+    value
+        .to_str()
+        .ok()
+        .and_then(|value| {
+            let (scheme, token) = value.trim_matches([' ', '\t']).split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| token.trim_start_matches(' '))
+        })
+        .filter(|token| !token.is_empty() && !token.contains([' ', '\t']))
+        .map(Some)
+        .ok_or(ApiError::Unauthorized(
+            "the Authorization header is not 'Bearer <token>' with exactly one token",
+        ))
 }
 
 const BAD_TOKEN: &str = "the token is neither a publisher key nor the private token of a client of this channel";

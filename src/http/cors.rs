@@ -1,6 +1,9 @@
 //! Cross-origin requests: nothing is allowed by default; each origin named by
 //! `--cors-origin` may call every endpoint, credentials included (an
 //! `EventSource` with `withCredentials`, a `fetch` with `credentials: 'include'`).
+//! `--cors-origin '*'` lets any other origin call it too, but without
+//! credentials: those answers say `Access-Control-Allow-Origin: *`, which
+//! browsers never combine with credentials.
 //!
 //! This sits in front of the routes: a preflight is answered here, and every
 //! answer to an allowed origin gets the CORS headers, errors included, so a
@@ -16,15 +19,22 @@ use warp::reply::Response;
 use warp::Reply;
 
 use super::error::ApiError;
-use crate::access::Access;
+use crate::access::{Access, CorsOrigin};
 
 const METHODS: &str = "GET, HEAD, POST, DELETE";
 const HEADERS: &str = "authorization, content-type, last-event-id";
+/// The `Access-Control-Allow-Origin` of an origin only `*` allows.
+const ANY: &str = "*";
 
-/// The request's `Origin` when it is one the configuration allows.
+/// The `Access-Control-Allow-Origin` value for the request's `Origin`, when
+/// the configuration allows it: the origin itself when it is listed, `*` when
+/// only the wildcard allows it.
 pub(crate) fn allowed_origin(access: &Access, headers: &HeaderMap) -> Option<HeaderValue> {
     let origin = headers.get(ORIGIN)?;
-    access.allows_origin(origin.to_str().ok()?).then(|| origin.clone())
+    match access.cors_origin(origin.to_str().ok()?)? {
+        CorsOrigin::Listed => Some(origin.clone()),
+        CorsOrigin::Any => Some(HeaderValue::from_static(ANY)),
+    }
 }
 
 /// The answer to a CORS preflight, or `None` when the request is not one.
@@ -51,14 +61,19 @@ pub(crate) fn preflight(access: &Access, method: &Method, headers: &HeaderMap) -
     Some(response)
 }
 
-/// Adds the CORS headers for an allowed origin. The answer always varies by
-/// origin, so caches never serve one origin's answer to another.
+/// Adds the CORS headers for an allowed origin (`origin` from
+/// [`allowed_origin`]): credentials only with an echoed, listed origin,
+/// never with `*`. The answer always varies by origin, so caches never serve
+/// one origin's answer to another.
 pub(crate) fn decorate(response: &mut Response, origin: Option<HeaderValue>) {
     let headers = response.headers_mut();
     headers.append(VARY, HeaderValue::from_static("origin"));
     if let Some(origin) = origin {
+        let credentials = origin != ANY;
         headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        headers.insert(ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+        if credentials {
+            headers.insert(ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+        }
         // So a page can read why a request needed credentials.
         headers.insert(
             ACCESS_CONTROL_EXPOSE_HEADERS,

@@ -30,6 +30,10 @@ pub(crate) enum ApiError {
         limit: usize,
     },
     UnsupportedMediaType,
+    /// A request that is not well-formed HTTP/1.1 as this server reads it
+    /// (says what: a bad head, a repeated `Authorization` header, …); after
+    /// a malformed head the connection cannot go on.
+    BadRequest(&'static str),
     /// Credentials are missing, or are neither a publisher key nor a client's
     /// private token of this channel.
     Unauthorized(&'static str),
@@ -40,8 +44,6 @@ pub(crate) enum ApiError {
     Invalid(Violation),
     /// A bug: a handler panicked. Logged; the client gets a generic answer.
     Internal,
-    /// Not well-formed HTTP/1.1 (says what); the connection cannot go on.
-    BadRequest(&'static str),
     /// The head or body did not arrive within the request timeout.
     RequestTimeout,
     /// The request target is longer than the server reads.
@@ -84,7 +86,7 @@ impl ApiError {
     pub(crate) fn status(&self) -> StatusCode {
         match self {
             ApiError::Protocol(ProtocolError::InvalidToken(_)) => StatusCode::NOT_FOUND,
-            ApiError::Protocol(_) | ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ApiError::Protocol(_) | ApiError::Invalid(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Hub(HubError::Store(_) | HubError::TooManySubscribers(_) | HubError::ShuttingDown) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -97,7 +99,6 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::UriTooLong => StatusCode::URI_TOO_LONG,
             ApiError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -134,9 +135,10 @@ impl ApiError {
 
     /// Whether a subscriber gets this as a failure frame: the codes of
     /// `failure.schema.json`. Shutting down is not a failure (the client should
-    /// come back), so it stays an HTTP answer.
+    /// come back), so it stays an HTTP answer; nor is a malformed request,
+    /// which no `EventSource` sends.
     pub(crate) fn is_stream_failure(&self) -> bool {
-        !matches!(self, ApiError::Hub(HubError::ShuttingDown))
+        !matches!(self, ApiError::Hub(HubError::ShuttingDown) | ApiError::BadRequest(_))
     }
 
     pub(crate) fn message(&self) -> String {

@@ -3,7 +3,11 @@
 //! route it was meant for and never falls through to another one.
 
 use std::convert::Infallible;
+use std::io;
+use std::path::{Path, PathBuf};
 
+use percent_encoding::percent_decode_str;
+use warp::filters::path::Peek;
 use warp::filters::BoxedFilter;
 use warp::http::{HeaderMap, Method};
 use warp::reply::Response;
@@ -23,9 +27,7 @@ pub(crate) fn routes(
     api: Api,
     add_on: Option<AddOn>,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
-    let static_files = warp::get()
-        .and(warp::fs::dir(api.static_dir.clone()))
-        .map(Reply::into_response);
+    let static_files = static_files(api.static_dir.clone());
     let add_on = add_on.unwrap_or_else(|| {
         warp::any()
             .and_then(|| async { Err(warp::reject::not_found()) })
@@ -48,6 +50,53 @@ pub(crate) fn routes(
         .unify()
         .recover(answer_rejection)
         .unify()
+}
+
+/// `GET /<file>`: the static directory, after every API route. warp's
+/// `fs::dir` logs a path it refuses (`..`, a backslash) as a warning and one
+/// it cannot open (through a file, `/index.html/x`; a NUL) as an error, but
+/// only a client can send those: they are answered 404 here first, logged at
+/// debug. What reaches warp exists, so what it still logs (a file the server
+/// may not read) is the server's own fault, worth its warning.
+fn static_files(dir: PathBuf) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let checked = dir.clone();
+    warp::get()
+        .and(warp::path::peek())
+        .and_then(move |path: Peek| {
+            let dir = checked.clone();
+            async move { servable(&dir, path.as_str()).await }
+        })
+        .untuple_one()
+        .and(warp::fs::dir(dir))
+        .map(Reply::into_response)
+}
+
+/// Whether the (percent-encoded) request path names something in `dir`
+/// warp may serve: `Err(not found)`, logged at debug, for a path a client
+/// made up.
+async fn servable(dir: &Path, path: &str) -> Result<(), Rejection> {
+    let made_up = |why: &str| {
+        tracing::debug!(why, "static file request refused");
+        warp::reject::not_found()
+    };
+    let path = percent_decode_str(path)
+        .decode_utf8()
+        .map_err(|_| made_up("not UTF-8"))?;
+    let mut file = dir.to_path_buf();
+    for segment in path.split('/') {
+        // The segments warp's `fs::dir` refuses (and warns about), and a NUL,
+        // which no file name holds.
+        if segment.starts_with("..") || segment.contains(['\\', '\0']) {
+            return Err(made_up("a segment no file has"));
+        }
+        file.push(segment);
+    }
+    match tokio::fs::metadata(&file).await {
+        // A file the server may not read is the server's fault: warp says so.
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == io::ErrorKind::PermissionDenied => Ok(()),
+        Err(_) => Err(made_up("no such file")),
+    }
 }
 
 fn with_api(api: Api) -> impl Filter<Extract = (Api,), Error = Infallible> + Clone {
@@ -112,12 +161,13 @@ fn clients(api: Api) -> impl Filter<Extract = (Response,), Error = Rejection> + 
     let limit = api.body_limit;
     warp::path!("channels" / String / "clients")
         .and(warp::method())
+        .and(raw_query())
         .and(headers_and_body(limit))
         .and(with_api(api))
         .then(
-            |channel: String, method: Method, headers: HeaderMap, body: Body, api: Api| async move {
+            |channel: String, method: Method, query: String, headers: HeaderMap, body: Body, api: Api| async move {
                 match method {
-                    Method::GET | Method::HEAD => handlers::clients(api, channel, headers).await,
+                    Method::GET | Method::HEAD => handlers::clients(api, channel, query, headers).await,
                     Method::POST => handlers::register(api, channel, headers, body).await,
                     _ => ApiError::MethodNotAllowed {
                         allow: "GET, HEAD, POST",

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use serde::Serialize;
-use warp::http::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
+use warp::http::header::{HeaderName, HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
 use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 use warp::Reply;
@@ -17,7 +17,10 @@ use super::socket::EventSocket;
 use super::Api;
 use crate::hub::{ClientView, HubError, Outlet, SubscribeRequest};
 use crate::protocol::schema::Violation;
-use crate::protocol::{ChannelName, Draft, PublicToken, Registration, Sender, SubscribeQuery};
+use crate::protocol::{ChannelName, ClientListQuery, Draft, PublicToken, Registration, Sender, SubscribeQuery};
+
+/// The resume position a reconnecting `EventSource` sends.
+const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
 /// Turns a handler's result into the answer: `status` and JSON, or the error.
 pub(crate) fn answer<T: Serialize>(result: Result<T, ApiError>, status: StatusCode) -> Response {
@@ -42,10 +45,10 @@ pub(super) async fn healthz(api: Api) -> Response {
 /// counts clients.
 pub(super) async fn channel_info(api: Api, channel: String, headers: HeaderMap) -> Response {
     let result = async {
-        let channel = ChannelName::parse(&channel)?;
+        let channel = ChannelName::from_path(&channel)?;
         may_watch(
             &api.access.policy(&channel),
-            &identify(&api, &channel, bearer(&headers)).await?,
+            &identify(&api, &channel, bearer(&headers)?).await?,
         )?;
         Ok(api.hub.info(&channel).await?)
     }
@@ -56,8 +59,8 @@ pub(super) async fn channel_info(api: Api, channel: String, headers: HeaderMap) 
 /// `POST /channels/{channel}/messages`, whichever transport read the body.
 pub(super) async fn send(api: Api, channel: String, headers: HeaderMap, body: Body) -> Response {
     let result = async {
-        let channel = ChannelName::parse(&channel)?;
-        let caller = identify(&api, &channel, bearer(&headers)).await?;
+        let channel = ChannelName::from_path(&channel)?;
+        let caller = identify(&api, &channel, bearer(&headers)?).await?;
         may_send(&api.access.policy(&channel), &caller)?;
         let body = body::json(&headers, body)?;
         let mut draft = Draft::from_json(&body)?;
@@ -84,8 +87,8 @@ struct RegisteredBody {
 /// `POST /channels/{channel}/clients`
 pub(super) async fn register(api: Api, channel: String, headers: HeaderMap, body: Body) -> Response {
     let result = async {
-        let channel = ChannelName::parse(&channel)?;
-        may_manage(&identify(&api, &channel, bearer(&headers)).await?)?;
+        let channel = ChannelName::from_path(&channel)?;
+        may_manage(&identify(&api, &channel, bearer(&headers)?).await?)?;
         let body = body::json(&headers, body)?;
         let registration = Registration::from_json(&body)?;
         if let Some(seconds) = registration.connection_timeout_seconds {
@@ -106,23 +109,17 @@ pub(super) async fn register(api: Api, channel: String, headers: HeaderMap, body
     answer(result, StatusCode::CREATED)
 }
 
-/// The presence list.
-#[derive(Serialize)]
-struct ClientList {
-    channel: ChannelName,
-    clients: Vec<ClientView>,
-}
-
-/// `GET /channels/{channel}/clients`
-pub(super) async fn clients(api: Api, channel: String, headers: HeaderMap) -> Response {
+/// `GET /channels/{channel}/clients`: one page of the presence list. Like the
+/// events endpoint, it checks its query before the credentials.
+pub(super) async fn clients(api: Api, channel: String, query: String, headers: HeaderMap) -> Response {
     let result = async {
-        let channel = ChannelName::parse(&channel)?;
+        let channel = ChannelName::from_path(&channel)?;
+        let page = ClientListQuery::parse(&query)?;
         may_watch(
             &api.access.policy(&channel),
-            &identify(&api, &channel, bearer(&headers)).await?,
+            &identify(&api, &channel, bearer(&headers)?).await?,
         )?;
-        let clients = api.hub.clients(&channel).await?;
-        Ok(ClientList { channel, clients })
+        Ok(api.hub.clients(&channel, page.after, page.limit).await?)
     }
     .await;
     answer(result, StatusCode::OK)
@@ -131,12 +128,12 @@ pub(super) async fn clients(api: Api, channel: String, headers: HeaderMap) -> Re
 /// `GET /channels/{channel}/clients/{public_token}`
 pub(super) async fn client(api: Api, channel: String, public: String, headers: HeaderMap) -> Response {
     let result = async {
-        let channel = ChannelName::parse(&channel)?;
+        let channel = ChannelName::from_path(&channel)?;
         may_watch(
             &api.access.policy(&channel),
-            &identify(&api, &channel, bearer(&headers)).await?,
+            &identify(&api, &channel, bearer(&headers)?).await?,
         )?;
-        let public = PublicToken::parse(&public)?;
+        let public = PublicToken::from_path(&public)?;
         Ok(api.hub.client(&channel, &public).await?)
     }
     .await;
@@ -146,9 +143,9 @@ pub(super) async fn client(api: Api, channel: String, public: String, headers: H
 /// `DELETE /channels/{channel}/clients/{public_token}`: 204.
 pub(super) async fn remove_client(api: Api, channel: String, public: String, headers: HeaderMap) -> Response {
     let result = async {
-        let channel = ChannelName::parse(&channel)?;
-        may_manage(&identify(&api, &channel, bearer(&headers)).await?)?;
-        let public = PublicToken::parse(&public)?;
+        let channel = ChannelName::from_path(&channel)?;
+        may_manage(&identify(&api, &channel, bearer(&headers)?).await?)?;
+        let public = PublicToken::from_path(&public)?;
         Ok::<_, ApiError>(api.hub.remove_client(&channel, &public).await?)
     }
     .await;
@@ -170,9 +167,13 @@ pub(super) async fn events(
     socket: Option<EventSocket>,
 ) -> Response {
     let result = async {
-        let channel = ChannelName::parse(&channel)?;
-        let query = SubscribeQuery::parse(&query, api.max_timeout)?;
-        let token = query.token.as_deref().or_else(|| bearer(&headers));
+        let channel = ChannelName::from_path(&channel)?;
+        let resume = headers.get(LAST_EVENT_ID).map(HeaderValue::as_bytes);
+        let query = SubscribeQuery::parse(&query, resume, api.max_timeout)?;
+        // A malformed header is refused even beside a `?token=`: a bad
+        // credential is never ignored.
+        let header = bearer(&headers)?;
+        let token = query.token.as_deref().or(header);
         // On a stream, a token that is not a key names a client: an unknown one
         // is `unknown_client` (it may have expired), not a generic 401.
         let caller = match token {
@@ -183,13 +184,8 @@ pub(super) async fn events(
             token => identify(&api, &channel, token).await?,
         };
         may_watch(&api.access.policy(&channel), &caller)?;
-        // The header wins: EventSource reconnects to the same URL, query and all,
-        // with a newer Last-Event-ID.
-        let header = headers
-            .get("last-event-id")
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         let request = SubscribeRequest {
-            last_event_id: header.or(query.last_event_id),
+            last_event_id: query.last_event_id,
             timeout: query.timeout,
             client: match caller {
                 Caller::Client(client) => Some(client),

@@ -36,13 +36,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::access::Access;
 use crate::protocol::{ChannelName, Draft, MessageId, PublicToken, Registration, Sender};
-use crate::store::{ClientRecord, Registered, Store};
+use crate::store::{ClientRecord, Page, Registered, Store};
 
 pub(crate) use direct::Outlet;
 pub(crate) use error::HubError;
 pub(crate) use subscription::SubscribeRequest;
 pub(crate) use topic::Fanout;
-pub(crate) use views::{ChannelInfo, ClientView, Health, Published, StoreHealth};
+pub(crate) use views::{ChannelInfo, ClientPage, ClientView, Health, Published, StoreHealth};
 
 /// Stream behaviour the hub applies to every subscription.
 #[derive(Debug, Clone)]
@@ -154,7 +154,7 @@ impl Hub {
     /// [`HubError::Store`] when the store cannot answer.
     pub(crate) async fn info(&self, channel: &ChannelName) -> Result<ChannelInfo, HubError> {
         let history = self.shared.store.log.read(channel, 0, 0).await?;
-        let clients = self.shared.store.clients.clients(channel).await?;
+        let census = self.shared.store.clients.census(channel).await?;
         let epoch = self.shared.store.log.epoch();
         let id = |seq| MessageId { epoch, seq }.to_string();
         Ok(ChannelInfo {
@@ -163,8 +163,8 @@ impl Hub {
             last_id: (history.last_seq > 0).then(|| id(history.last_seq)),
             history_size: history.retained,
             subscribers: self.shared.fanout.subscribers(channel),
-            clients_registered: clients.len(),
-            clients_connected: clients.iter().filter(|c| c.streams > 0).count(),
+            clients_registered: census.registered,
+            clients_connected: census.connected,
         })
     }
 
@@ -215,13 +215,34 @@ impl Hub {
         }
     }
 
-    /// Every client of the channel, ordered by public token.
+    /// Up to `limit` clients of the channel after the public token `after`,
+    /// ordered by public token, and where the next page starts if there is one.
     ///
     /// # Errors
     /// A store failure.
-    pub(crate) async fn clients(&self, channel: &ChannelName) -> Result<Vec<ClientView>, HubError> {
-        let clients = self.shared.store.clients.clients(channel).await?;
-        Ok(clients.iter().map(|c| ClientView::of(channel, c)).collect())
+    pub(crate) async fn clients(
+        &self,
+        channel: &ChannelName,
+        after: Option<PublicToken>,
+        limit: usize,
+    ) -> Result<ClientPage, HubError> {
+        // One more than the page: whether it is there says whether another page follows.
+        let page = Page {
+            after,
+            limit: limit.saturating_add(1),
+        };
+        let mut clients = self.shared.store.clients.clients(channel, &page).await?;
+        let next = if clients.len() > limit {
+            clients.truncate(limit);
+            clients.last().map(|c| c.public_token.clone())
+        } else {
+            None
+        };
+        Ok(ClientPage {
+            channel: channel.clone(),
+            clients: clients.iter().map(|c| ClientView::of(channel, c)).collect(),
+            next,
+        })
     }
 
     /// The client whose private token this is, if any.
@@ -278,7 +299,7 @@ impl Hub {
             .shared
             .store
             .log
-            .append(channel, Draft::system(name, contents))
+            .append(channel, Draft::system(name, &contents))
             .await
         {
             tracing::warn!(%channel, event = name, %error, "presence event not stored");

@@ -65,6 +65,18 @@ impl ClientView {
     }
 }
 
+/// One page of the presence list (`client-list.schema.json`).
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ClientPage {
+    /// The channel.
+    pub(crate) channel: ChannelName,
+    /// Its clients in the page, ordered by public token.
+    pub(crate) clients: Vec<ClientView>,
+    /// Where the next page starts, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) next: Option<PublicToken>,
+}
+
 /// `GET /healthz`.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Health {

@@ -2,7 +2,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::schema::{SchemaKind, Schemas};
-use super::ProtocolError;
+use super::{segment, ProtocolError};
 
 /// A channel name that matched `channel-name.schema.json`.
 ///
@@ -23,6 +23,17 @@ impl ChannelName {
         } else {
             Err(ProtocolError::InvalidChannel(truncate(raw)))
         }
+    }
+
+    /// The channel a `{channel}` path segment names: percent-decoded once,
+    /// then checked as [`ChannelName::parse`] does (see `segment`).
+    ///
+    /// # Errors
+    /// [`ProtocolError::InvalidChannel`], quoting the segment as sent.
+    pub(crate) fn from_path(segment: &str) -> Result<Self, ProtocolError> {
+        segment::decode(segment)
+            .and_then(|name| Self::parse(&name).ok())
+            .ok_or_else(|| ProtocolError::InvalidChannel(truncate(segment)))
     }
 
     /// The name as text.
@@ -68,6 +79,18 @@ mod tests {
         }
         for bad in ["", ".a", ":a", "a b", "a/b", "é", &"x".repeat(129)] {
             assert!(ChannelName::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn path_segments_are_decoded_once() {
+        assert_eq!(ChannelName::from_path("ops%3Aalerts").unwrap().as_str(), "ops:alerts");
+        assert_eq!(ChannelName::from_path("chat").unwrap().as_str(), "chat");
+        for bad in ["a%2Fb", "a%00", "a%0A", "a%zz", "a%3", "a%253A", "%FF", "%2Ea"] {
+            assert!(
+                matches!(ChannelName::from_path(bad), Err(ProtocolError::InvalidChannel(quoted)) if quoted == bad),
+                "{bad}"
+            );
         }
     }
 }

@@ -1,10 +1,10 @@
 use std::fmt;
 use std::sync::Arc;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use super::schema::{SchemaKind, Schemas};
-use super::ProtocolError;
+use super::{segment, ProtocolError};
 
 /// A registered client's public token (see `public-token.schema.json`): how
 /// others address it. Cheap to clone; compared on every direct message.
@@ -23,6 +23,17 @@ impl PublicToken {
         } else {
             Err(ProtocolError::InvalidToken(raw.chars().take(64).collect()))
         }
+    }
+
+    /// The public token a `{public_token}` path segment names: percent-decoded
+    /// once, then checked as [`PublicToken::parse`] does (see `segment`).
+    ///
+    /// # Errors
+    /// [`ProtocolError::InvalidToken`], quoting the segment as sent.
+    pub(crate) fn from_path(segment: &str) -> Result<Self, ProtocolError> {
+        segment::decode(segment)
+            .and_then(|token| Self::parse(&token).ok())
+            .ok_or_else(|| ProtocolError::InvalidToken(segment.chars().take(64).collect()))
     }
 
     /// The token as text.
@@ -69,11 +80,34 @@ pub(crate) struct Registration {
     #[serde(default)]
     pub private_token: Option<String>,
     /// Stream timeout for this client, in seconds.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub connection_timeout_seconds: Option<u64>,
     /// How long the client is kept with no open stream, in seconds.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub connection_idle_seconds: Option<u64>,
+}
+
+/// A number the schema types as `integer`, which it has already checked is
+/// whole and positive. JSON Schema counts `60.0` (and `6e1`) as the integer
+/// 60, and so does this, where serde alone would refuse such a float as
+/// malformed JSON. One too large for a `u64` saturates: a limit checked later
+/// then refuses it as too large, which is what it is.
+fn whole_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let Some(number) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Some(exact) = number.as_u64() {
+        return Ok(Some(exact));
+    }
+    match number.as_f64() {
+        // `as` from a float saturates at the bounds (and the schema has ruled
+        // out fractions and negatives): exactly the meaning wanted here.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        Some(float) if float >= 1.0 && float.fract() == 0.0 => Ok(Some(float as u64)),
+        _ => Err(serde::de::Error::custom(format!(
+            "{number} is not a whole number of seconds"
+        ))),
+    }
 }
 
 /// Never prints the private token.
@@ -114,5 +148,28 @@ mod tests {
             Registration::from_json(br#"{"public_token":"a","private_token":"0123456789abcdefXYZ"}"#).unwrap()
         )
         .contains("XYZ"));
+    }
+
+    #[test]
+    fn integers_written_as_floats_are_integers() {
+        let r = Registration::from_json(
+            br#"{"public_token":"a","connection_timeout_seconds":60.0,"connection_idle_seconds":1.2e2}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (r.connection_timeout_seconds, r.connection_idle_seconds),
+            (Some(60), Some(120))
+        );
+        let huge = Registration::from_json(br#"{"public_token":"a","connection_timeout_seconds":1e30}"#).unwrap();
+        assert_eq!(huge.connection_timeout_seconds, Some(u64::MAX));
+        for fraction in [
+            &br#"{"public_token":"a","connection_timeout_seconds":60.5}"#[..],
+            br#"{"public_token":"a","connection_idle_seconds":0.0}"#,
+        ] {
+            assert!(matches!(
+                Registration::from_json(fraction),
+                Err(ProtocolError::SchemaViolation(..))
+            ));
+        }
     }
 }

@@ -1,4 +1,8 @@
+use std::borrow::Cow;
+
 use bytes::Bytes;
+use std::ops::Range;
+
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -15,8 +19,12 @@ use crate::sse;
 pub(crate) struct Draft {
     /// The message name.
     pub name: String,
-    /// Any JSON value.
-    pub contents: Value,
+    /// The JSON text of `contents`, exactly as the sender wrote it but for
+    /// insignificant whitespace: written into the envelope byte for byte, so
+    /// numbers (`123456789012345678901234567890`, `-0`) and string escapes
+    /// arrive as they were sent, not as a JSON library reads and rewrites
+    /// them. Usually a slice of the request body itself.
+    pub contents: Bytes,
     /// The one recipient of a direct message.
     pub to: Option<PublicToken>,
     /// The registered client that sent it, set by the server from its credentials.
@@ -38,7 +46,7 @@ impl Draft {
     /// # Errors
     /// [`ProtocolError::InvalidJson`] for bytes that are not JSON,
     /// [`ProtocolError::SchemaViolation`] with every failing pointer otherwise.
-    pub(crate) fn from_json(body: &[u8]) -> Result<Self, ProtocolError> {
+    pub(crate) fn from_json(body: &Bytes) -> Result<Self, ProtocolError> {
         // Taken apart by hand rather than through `Deserialize`: serde's
         // generic path over a `Value` cost twice the schema check, and this
         // is the one body every publish parses. The fields are moved out,
@@ -47,14 +55,15 @@ impl Draft {
             return Err(not_a_draft("the body is not an object"));
         };
         let name = take::<String>(&mut fields, "name")?.ok_or_else(|| not_a_draft("no name"))?;
-        let contents = fields.remove("contents").ok_or_else(|| not_a_draft("no contents"))?;
+        // The schema needed the parsed value; the envelope gets the text.
+        fields.remove("contents").ok_or_else(|| not_a_draft("no contents"))?;
         let to = take::<PublicToken>(&mut fields, "to")?;
         if let Some(field) = fields.keys().next() {
             return Err(not_a_draft(&format!("unknown field {field}")));
         }
         Ok(Draft {
             name,
-            contents,
+            contents: contents_text(body)?,
             to,
             from: None,
         })
@@ -62,10 +71,10 @@ impl Draft {
 
     /// A message the server itself sends (presence events), bypassing the
     /// reserved-name rule that applies to senders.
-    pub(crate) fn system(name: &str, contents: Value) -> Self {
+    pub(crate) fn system(name: &str, contents: &Value) -> Self {
         Draft {
             name: name.to_owned(),
-            contents,
+            contents: Bytes::from(serde_json::to_vec(contents).expect("a JSON value always serialises")),
             to: None,
             from: None,
         }
@@ -90,6 +99,125 @@ fn not_a_draft(why: &str) -> ProtocolError {
     ProtocolError::InvalidJson(format!("the body is not a send request ({why})"))
 }
 
+/// The JSON text of the `contents` of a body already parsed and validated, as
+/// a slice of the body when it has no insignificant whitespace (the usual
+/// case), or compacted.
+fn contents_text(body: &Bytes) -> Result<Bytes, ProtocolError> {
+    let span = contents_span(body).ok_or_else(|| not_a_draft("no contents"))?;
+    Ok(match compact(&body[span.clone()]) {
+        Cow::Borrowed(_) => body.slice(span),
+        Cow::Owned(text) => Bytes::from(text),
+    })
+}
+
+/// Where the value of the top-level `contents` key is in `json`, an object
+/// serde_json has already parsed (so valid JSON); of repeated keys the last
+/// counts, as in the parsed value the schema checked, and keys are compared
+/// unescaped. A scan rather than a second parse: it runs on every send, and
+/// serde_json skipping the other values cost as much again as everything it
+/// saves (see the commit that brought it). Only depth and strings matter to
+/// find where a top-level value starts and ends.
+fn contents_span(json: &[u8]) -> Option<Range<usize>> {
+    let (mut depth, mut at) = (0usize, 0);
+    let mut expect_key = false;
+    let mut key_is_contents = false;
+    let mut value_start = None;
+    let mut found = None;
+    while let Some(&byte) = json.get(at) {
+        match byte {
+            b'"' => {
+                let end = string_end(json, at)?;
+                if depth == 1 && expect_key {
+                    key_is_contents = is_contents(&json[at..end]);
+                    expect_key = false;
+                }
+                at = end;
+                continue;
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                expect_key = depth == 1;
+            }
+            b':' if depth == 1 && key_is_contents => value_start = Some(at + 1),
+            b',' | b'}' | b']' => {
+                if depth == 1 {
+                    if let Some(start) = value_start.take() {
+                        found = Some(trim(json, start..at));
+                    }
+                    expect_key = byte == b',';
+                }
+                if byte != b',' {
+                    depth = depth.checked_sub(1)?;
+                }
+            }
+            _ => {}
+        }
+        at += 1;
+    }
+    found
+}
+
+/// The index after the closing quote of the JSON string opening at `open`.
+/// Byte by byte: keys and short values are the usual strings, and `memchr`'s
+/// setup cost more than it saved on them.
+fn string_end(json: &[u8], open: usize) -> Option<usize> {
+    let mut at = open + 1;
+    loop {
+        match json.get(at)? {
+            b'"' => return Some(at + 1),
+            b'\\' => at += 2, // the backslash and the byte it escapes
+            _ => at += 1,
+        }
+    }
+}
+
+/// Whether a quoted key (`"…"`, escapes and all) is `contents`.
+fn is_contents(quoted: &[u8]) -> bool {
+    quoted == b"\"contents\""
+        || quoted.contains(&b'\\') && serde_json::from_slice::<String>(quoted).is_ok_and(|key| key == "contents")
+}
+
+/// `range` without the whitespace around the value it holds.
+fn trim(json: &[u8], range: Range<usize>) -> Range<usize> {
+    let text = &json[range.clone()];
+    let start = text.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(text.len());
+    let end = text
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |at| at + 1);
+    range.start + start..range.start + end
+}
+
+/// `json` (valid JSON text) without insignificant whitespace, borrowed when it
+/// has none. A sender may pretty-print `contents`, but a frame's `data:` is
+/// one line. In valid JSON every byte up to the space is whitespace outside
+/// strings (a string holds control characters only escaped), and strings are
+/// copied as they are, escapes included.
+fn compact(json: &[u8]) -> Cow<'_, [u8]> {
+    if !json.iter().any(|byte| *byte <= b' ') {
+        return Cow::Borrowed(json);
+    }
+    let mut out = Vec::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for &byte in json {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if byte == b'\\' {
+                escaped = true;
+            } else if byte == b'"' {
+                in_string = false;
+            }
+        } else if byte == b'"' {
+            in_string = true;
+        } else if matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
+            continue;
+        }
+        out.push(byte);
+    }
+    Cow::Owned(out)
+}
+
 /// A stored message, already encoded as the SSE frame every subscriber receives.
 ///
 /// The frame is built once, when the message is stored, and shared as `Bytes`
@@ -106,39 +234,53 @@ pub(crate) struct Message {
     pub to: Option<PublicToken>,
 }
 
-/// The envelope after its `id`: an envelope is `{"id":"<id>",` followed by
-/// these fields, so a store that assigns the id elsewhere (inside Redis) can
-/// complete it byte for byte as [`Message::encode`] does.
-#[derive(Serialize)]
-struct EnvelopeRest<'a> {
-    channel: &'a ChannelName,
-    name: &'a str,
-    contents: &'a Value,
-    time: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    to: Option<&'a PublicToken>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    from: Option<&'a Sender>,
+impl Draft {
+    /// The envelope without its id: `"channel":…}` (the fields after
+    /// `{"id":"…",`), so a store that assigns the id elsewhere (inside Redis)
+    /// can complete it byte for byte as [`Message::encode`] does.
+    pub(crate) fn envelope_rest(&self, channel: &ChannelName, time: Timestamp) -> Vec<u8> {
+        let mut rest = Vec::with_capacity(self.size_hint(channel));
+        self.write_rest(&mut rest, channel, time);
+        rest
+    }
+
+    /// Room for the envelope, so it is written without growing its buffer.
+    fn size_hint(&self, channel: &ChannelName) -> usize {
+        // The fixed text, the id, the time and a `from` fit in the 160.
+        self.contents.len() + self.name.len() + channel.as_str().len() + 160
+    }
+
+    /// Writes the envelope's fields after its id, `"channel":…}`, in the
+    /// order of `envelope.schema.json`'s examples. Written by hand rather than
+    /// through a serde struct: `contents` is JSON text to copy, not a value
+    /// to serialise (serde has no way to say so but `serde_json`'s own
+    /// `RawValue`, which would have to be copied out of the body first, and
+    /// the struct serialiser cost more than these few writes).
+    fn write_rest(&self, out: &mut Vec<u8>, channel: &ChannelName, time: Timestamp) {
+        out.extend_from_slice(b"\"channel\":");
+        json_string(out, channel.as_str());
+        out.extend_from_slice(b",\"name\":");
+        json_string(out, &self.name);
+        out.extend_from_slice(b",\"contents\":");
+        out.extend_from_slice(&self.contents);
+        out.extend_from_slice(b",\"time\":\"");
+        out.extend_from_slice(&time.rfc3339());
+        out.push(b'"');
+        if let Some(to) = &self.to {
+            out.extend_from_slice(b",\"to\":");
+            json_string(out, to.as_str());
+        }
+        if let Some(from) = &self.from {
+            out.extend_from_slice(b",\"from\":");
+            serde_json::to_writer(&mut *out, from).expect("a sender serialises into memory");
+        }
+        out.push(b'}');
+    }
 }
 
-impl Draft {
-    /// The envelope without its id: `"channel":…}` (the fields after `{"id":"…",`).
-    pub(crate) fn envelope_rest(&self, channel: &ChannelName, time: Timestamp) -> Vec<u8> {
-        let mut json = serde_json::to_vec(&self.fields(channel, time)).expect("a JSON value always serialises");
-        json.remove(0); // the opening brace; the id comes first
-        json
-    }
-
-    fn fields<'a>(&'a self, channel: &'a ChannelName, time: Timestamp) -> EnvelopeRest<'a> {
-        EnvelopeRest {
-            channel,
-            name: &self.name,
-            contents: &self.contents,
-            time: time.to_string(),
-            to: self.to.as_ref(),
-            from: self.from.as_ref(),
-        }
-    }
+/// `text` as a JSON string, escaped as JSON needs.
+fn json_string(out: &mut Vec<u8>, text: &str) {
+    serde_json::to_writer(out, text).expect("a string serialises into memory");
 }
 
 /// `{"id":"<id>",` + `rest`: the whole envelope.
@@ -155,17 +297,12 @@ impl Message {
     /// Builds the envelope and its frame for a message just given its position.
     pub(crate) fn encode(epoch: Epoch, seq: u64, channel: &ChannelName, draft: &Draft, time: Timestamp) -> Self {
         let id = MessageId { epoch, seq }.text();
-        // Serialised once, straight into the frame every subscriber shares:
-        // `{"id":"<id>"`, then the other fields, whose own opening brace
-        // becomes the comma (cheaper than serde's `flatten`).
-        let frame = sse::message_with(&id, |data| {
+        // Written once, straight into the frame every subscriber shares.
+        let frame = sse::message_with(&id, draft.size_hint(channel), |data| {
             data.extend_from_slice(b"{\"id\":\"");
             data.extend_from_slice(id.as_bytes());
-            data.push(b'"');
-            let brace = data.len();
-            serde_json::to_writer(&mut *data, &draft.fields(channel, time)).expect("a JSON value always serialises");
-            debug_assert_eq!(data[brace], b'{', "a struct serialises as an object");
-            data[brace] = b',';
+            data.extend_from_slice(b"\",");
+            draft.write_rest(data, channel, time);
         });
         Message {
             seq,
@@ -214,7 +351,7 @@ mod tests {
     #[test]
     fn encodes_once_into_a_valid_frame() {
         let channel = ChannelName::parse("room").unwrap();
-        let draft = Draft::system("chat.message", json!({"text": "a\nb"}));
+        let draft = Draft::system("chat.message", &json!({"text": "a\nb"}));
         let message = Message::encode(Epoch(0xabcdef01), 7, &channel, &draft, Timestamp(0));
         let text = std::str::from_utf8(&message.frame).unwrap();
         assert_eq!(
@@ -225,16 +362,77 @@ mod tests {
         assert!(Schemas::get().is_valid(SchemaKind::Envelope, &envelope));
     }
 
+    fn draft(body: &'static [u8]) -> Result<Draft, ProtocolError> {
+        Draft::from_json(&Bytes::from_static(body))
+    }
+
     #[test]
     fn drafts_are_checked_by_the_schema() {
-        assert!(Draft::from_json(br#"{"name":"a","contents":null}"#).is_ok());
-        assert!(matches!(Draft::from_json(b"{"), Err(ProtocolError::InvalidJson(_))));
-        match Draft::from_json(br#"{"name":"","contents":1,"extra":true}"#) {
+        assert!(draft(br#"{"name":"a","contents":null}"#).is_ok());
+        assert!(matches!(draft(b"{"), Err(ProtocolError::InvalidJson(_))));
+        match draft(br#"{"name":"","contents":1,"extra":true}"#) {
             Err(ProtocolError::SchemaViolation(_, v)) => {
                 let pointers: Vec<&str> = v.iter().map(|v| v.pointer.as_str()).collect();
                 assert!(pointers.contains(&"/name") && pointers.contains(&""), "{pointers:?}");
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn contents_are_kept_as_sent() {
+        for (body, contents) in [
+            (
+                &br#"{"name":"a","contents":123456789012345678901234567890}"#[..],
+                &b"123456789012345678901234567890"[..],
+            ),
+            (br#"{"contents":-0,"name":"a"}"#, b"-0"),
+            (br#"{"name":"a","contents":1.50e+3}"#, b"1.50e+3"),
+            (
+                br#"{"name":"a","contents":"caf\u00e9 \/ \ud83d\ude00"}"#,
+                br#""caf\u00e9 \/ \ud83d\ude00""#,
+            ),
+            (
+                b"{\"name\":\"a\",\"contents\" : {\r\n  \"a b\" : [ 1 ,\t2 ]\n} }",
+                br#"{"a b":[1,2]}"#,
+            ),
+            (br#"{"name":"a","contents":1,"contents":[2]}"#, b"[2]"),
+            (br#"{"name":"a","cont\u0065nts":{"\"}":"x"}}"#, br#"{"\"}":"x"}"#),
+            (
+                br#"{"contents":{"contents":[1,{}],"s":"],}\\\"{"},"name":"a"}"#,
+                br#"{"contents":[1,{}],"s":"],}\\\"{"}"#,
+            ),
+            (br#"{"name":"a","contents":"\"contents\":1" }"#, br#""\"contents\":1""#),
+            (br#"{"name":"a","contents":true}"#, b"true"),
+        ] {
+            let draft = draft(body).unwrap();
+            assert_eq!(&draft.contents[..], contents, "{}", String::from_utf8_lossy(body));
+        }
+        assert_eq!(contents_span(br#"{"x":{"contents":1},"contents":2}"#), Some(31..32));
+        let body = Bytes::from_static(br#"{"name":"a","contents":[1,2,3]}"#);
+        let draft = Draft::from_json(&body).unwrap();
+        assert_eq!(
+            draft.contents.as_ptr(),
+            body[23..].as_ptr(),
+            "compact contents are a slice of the body, not a copy"
+        );
+    }
+
+    #[test]
+    fn the_envelope_carries_contents_byte_for_byte() {
+        let channel = ChannelName::parse("room").unwrap();
+        let mut draft =
+            draft(br#"{"name":"n","contents":{"big":123456789012345678901234567890,"z":-0},"to":"bob"}"#).unwrap();
+        draft.from = Some(Sender {
+            public_token: PublicToken::parse("ann").unwrap(),
+            display_name: Some("Ann \"A\"".into()),
+        });
+        let message = Message::encode(Epoch(1), 2, &channel, &draft, Timestamp(0));
+        let expected = r#"{"id":"00000001-2","channel":"room","name":"n","contents":{"big":123456789012345678901234567890,"z":-0},"time":"1970-01-01T00:00:00.000Z","to":"bob","from":{"public_token":"ann","display_name":"Ann \"A\""}}"#;
+        assert_eq!(message.envelope(), expected.as_bytes());
+        let rest = draft.envelope_rest(&channel, Timestamp(0));
+        assert_eq!(complete_envelope("00000001-2", &rest), expected.as_bytes());
+        let envelope: Value = serde_json::from_slice(message.envelope()).unwrap();
+        assert!(Schemas::get().is_valid(SchemaKind::Envelope, &envelope));
     }
 }

@@ -12,6 +12,7 @@ mod frames;
 mod id;
 mod message;
 mod query;
+mod segment;
 mod time;
 
 pub(crate) use channel::ChannelName;
@@ -19,7 +20,7 @@ pub(crate) use client::{PublicToken, Registration};
 pub(crate) use frames::{FailureBody, GapBody, GapReason, TimeoutBody};
 pub(crate) use id::{Epoch, MessageId};
 pub(crate) use message::{complete_envelope, Draft, Message, Sender};
-pub(crate) use query::SubscribeQuery;
+pub(crate) use query::{ClientListQuery, SubscribeQuery};
 pub(crate) use time::Timestamp;
 
 use schema::Violation;
@@ -41,8 +42,9 @@ pub(crate) enum ProtocolError {
     /// A public token in the path does not match `public-token.schema.json`.
     #[error("invalid public token '{0}': see public-token.schema.json")]
     InvalidToken(String),
-    /// A query parameter fails `subscribe-query.schema.json` or a server limit.
-    #[error("invalid query parameter {}", .0.first().map(ToString::to_string).unwrap_or_default())]
+    /// A query parameter fails `subscribe-query.schema.json` or a server
+    /// limit, or the `Last-Event-ID` header `resume-position.schema.json`.
+    #[error("invalid request parameter {}", .0.first().map(ToString::to_string).unwrap_or_default())]
     InvalidQuery(Vec<Violation>),
 }
 

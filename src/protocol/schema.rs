@@ -52,6 +52,8 @@ const FILES: &[(SchemaKind, &str, &str)] = &[
     schema_file!(ClientRegistered, "client-registered.schema.json"),
     schema_file!(ClientList, "client-list.schema.json"),
     schema_file!(PresenceEvent, "presence-event.schema.json"),
+    schema_file!(ResumePosition, "resume-position.schema.json"),
+    schema_file!(ClientListQuery, "client-list-query.schema.json"),
 ];
 
 /// Which schema to validate against: one variant per file in `protocol/`.
@@ -97,6 +99,10 @@ pub enum SchemaKind {
     ClientList,
     /// `presence-event.schema.json`: contents of `client.*` messages.
     PresenceEvent,
+    /// `resume-position.schema.json`: `Last-Event-ID` and `?lastEventId=`.
+    ResumePosition,
+    /// `client-list-query.schema.json`: query of `GET /channels/{c}/clients`.
+    ClientListQuery,
 }
 
 impl SchemaKind {
@@ -204,6 +210,19 @@ impl Schemas {
     /// # Errors
     /// Every violation, each with the JSON pointer of the failing instance location.
     pub fn validate(&self, kind: SchemaKind, instance: &Value) -> Result<(), Vec<Violation>> {
+        self.check(kind, instance, false)
+    }
+
+    /// Like [`Schemas::validate`], but no message quotes the instance: for
+    /// values that must not be echoed back (too long to, or secret).
+    ///
+    /// # Errors
+    /// Every violation, each with the JSON pointer of the failing instance location.
+    pub fn validate_masked(&self, kind: SchemaKind, instance: &Value) -> Result<(), Vec<Violation>> {
+        self.check(kind, instance, true)
+    }
+
+    fn check(&self, kind: SchemaKind, instance: &Value, mask: bool) -> Result<(), Vec<Violation>> {
         let validator = &self.validators[&kind];
         if validator.is_valid(instance) {
             return Ok(());
@@ -214,7 +233,7 @@ impl Schemas {
         for error in validator.iter_errors(instance) {
             let pointer = error.instance_path().as_str();
             // A secret that fails its schema must not be echoed back (or logged).
-            let message = if SECRETS.contains(&pointer) {
+            let message = if mask || SECRETS.contains(&pointer) {
                 error.masked().to_string()
             } else {
                 error.to_string()

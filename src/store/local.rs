@@ -4,18 +4,20 @@
 //! [`Saved`]) and loads them here at start, since open streams and idle clocks
 //! only mean something while the process runs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::ready;
+use std::ops::Bound;
 use std::sync::Arc;
 
-use super::{ClientRecord, ClientRegistry, Feed, Registered, StoreFuture};
+use super::{Census, ClientRecord, ClientRegistry, Feed, Page, Registered, StoreFuture};
 use crate::protocol::{ChannelName, PublicToken, Timestamp};
 use crate::shards::Shards;
 
 /// One channel's clients.
 #[derive(Default)]
 struct Clients {
-    by_public: HashMap<PublicToken, ClientRecord>,
+    /// Ordered, so a page of the presence list is a range, not a sort of all.
+    by_public: BTreeMap<PublicToken, ClientRecord>,
     /// Private token → public token.
     by_secret: HashMap<String, PublicToken>,
 }
@@ -64,13 +66,29 @@ impl ClientTable {
         })
     }
 
-    /// Every client of the channel, ordered by public token.
-    pub(super) fn list(&self, channel: &ChannelName) -> Vec<ClientRecord> {
-        let mut list = self
-            .with(channel, |c| Some(c.by_public.values().cloned().collect::<Vec<_>>()))
-            .unwrap_or_default();
-        list.sort_by(|a, b| a.public_token.cmp(&b.public_token));
-        list
+    /// One page of the channel's clients, ordered by public token.
+    pub(super) fn page(&self, channel: &ChannelName, page: &Page) -> Vec<ClientRecord> {
+        let from = page.after.as_ref().map_or(Bound::Unbounded, Bound::Excluded);
+        self.with(channel, |c| {
+            Some(
+                c.by_public
+                    .range((from, Bound::Unbounded))
+                    .take(page.limit)
+                    .map(|(_, client)| client.clone())
+                    .collect(),
+            )
+        })
+        .unwrap_or_default()
+    }
+
+    pub(super) fn census(&self, channel: &ChannelName) -> Census {
+        self.with(channel, |c| {
+            Some(Census {
+                registered: c.by_public.len(),
+                connected: c.by_public.values().filter(|client| client.streams > 0).count(),
+            })
+        })
+        .unwrap_or_default()
     }
 
     pub(super) fn remove(&self, channel: &ChannelName, public: &PublicToken) -> Option<ClientRecord> {
@@ -212,8 +230,12 @@ impl<S: Saved> ClientRegistry for LocalClients<S> {
         Box::pin(ready(Ok(self.table.by_secret(channel, secret))))
     }
 
-    fn clients<'a>(&'a self, channel: &'a ChannelName) -> StoreFuture<'a, Vec<ClientRecord>> {
-        Box::pin(ready(Ok(self.table.list(channel))))
+    fn clients<'a>(&'a self, channel: &'a ChannelName, page: &'a Page) -> StoreFuture<'a, Vec<ClientRecord>> {
+        Box::pin(ready(Ok(self.table.page(channel, page))))
+    }
+
+    fn census<'a>(&'a self, channel: &'a ChannelName) -> StoreFuture<'a, Census> {
+        Box::pin(ready(Ok(self.table.census(channel))))
     }
 
     fn remove<'a>(
@@ -306,5 +328,36 @@ mod tests {
         assert!(!registry.detach(&channel, &alice));
         assert!(registry.detach(&channel, &alice));
         assert!(registry.expire().is_empty());
+    }
+
+    #[test]
+    fn pages_follow_the_public_token_order() {
+        let registry = ClientTable::new();
+        let channel = ChannelName::parse("c").unwrap();
+        for (n, public) in ["b", "a", "B", "a.b", "c"].into_iter().enumerate() {
+            registry.register(&channel, record(public, &format!("secret-{n}-0123456789"), 60));
+        }
+        let page = |after: Option<&str>, limit| {
+            let after = after.map(|a| PublicToken::parse(a).unwrap());
+            let publics: Vec<String> = registry
+                .page(&channel, &Page { after, limit })
+                .into_iter()
+                .map(|c| c.public_token.to_string())
+                .collect();
+            publics
+        };
+        assert_eq!(page(None, 10), ["B", "a", "a.b", "b", "c"]);
+        assert_eq!(page(None, 2), ["B", "a"]);
+        assert_eq!(page(Some("a"), 2), ["a.b", "b"]);
+        assert_eq!(page(Some("aa"), 2), ["b", "c"]);
+        assert!(page(Some("c"), 2).is_empty());
+        registry.attach(&channel, &PublicToken::parse("c").unwrap());
+        assert_eq!(
+            registry.census(&channel),
+            Census {
+                registered: 5,
+                connected: 1
+            }
+        );
     }
 }

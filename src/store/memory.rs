@@ -194,7 +194,7 @@ mod tests {
     }
 
     fn draft() -> Draft {
-        Draft::system("n", serde_json::Value::Null)
+        Draft::system("n", &serde_json::Value::Null)
     }
 
     #[test]

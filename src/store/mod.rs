@@ -88,6 +88,24 @@ pub(crate) struct History {
     pub(crate) retained: usize,
 }
 
+/// A page of a channel's clients, in public-token order (byte by byte).
+#[derive(Debug, Clone)]
+pub(crate) struct Page {
+    /// Only clients whose public token sorts after this one (it need not be registered).
+    pub(crate) after: Option<PublicToken>,
+    /// At most this many.
+    pub(crate) limit: usize,
+}
+
+/// How many clients a channel has.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Census {
+    /// Registered.
+    pub(crate) registered: usize,
+    /// With at least one open stream.
+    pub(crate) connected: usize,
+}
+
 /// A store could not do what was asked; the HTTP layer answers 503.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -141,8 +159,13 @@ pub(crate) trait ClientRegistry: Send + Sync + 'static {
         secret: &'a str,
     ) -> StoreFuture<'a, Option<ClientRecord>>;
 
-    /// Every client of a channel, ordered by public token.
-    fn clients<'a>(&'a self, channel: &'a ChannelName) -> StoreFuture<'a, Vec<ClientRecord>>;
+    /// One page of a channel's clients, ordered by public token: a store reads
+    /// no more of them than the page holds.
+    fn clients<'a>(&'a self, channel: &'a ChannelName, page: &'a Page) -> StoreFuture<'a, Vec<ClientRecord>>;
+
+    /// How many clients a channel has, and how many are connected, without
+    /// reading their registrations.
+    fn census<'a>(&'a self, channel: &'a ChannelName) -> StoreFuture<'a, Census>;
 
     /// Removes a client and tells the feed, so its streams end. Returns it as it was.
     fn remove<'a>(&'a self, channel: &'a ChannelName, public: &'a PublicToken)

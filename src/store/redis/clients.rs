@@ -1,14 +1,14 @@
 //! The client registry in Redis: `register.lua`, `remove.lua`, `attach.lua`,
-//! `detach.lua` and `expire.lua`, and plain reads of the channel's hashes.
+//! `detach.lua`, `expire.lua` and `list.lua`, and plain reads of the
+//! channel's hashes.
 
 use redis::AsyncCommands;
 
 use super::{keys, RedisStore};
 use crate::protocol::{ChannelName, PublicToken, Timestamp};
-use crate::store::{unavailable, ClientRecord, ClientRegistry, Registered, StoreError, StoreFuture, StoredClient};
-
-/// A Redis hash as `HGETALL` returns it.
-type Hash<V> = Vec<(String, V)>;
+use crate::store::{
+    unavailable, Census, ClientRecord, ClientRegistry, Page, Registered, StoreError, StoreFuture, StoredClient,
+};
 
 /// Idle clients claimed per expiry call; the rest wait for the next one.
 const EXPIRE_BATCH: isize = 256;
@@ -56,6 +56,7 @@ impl RedisStore {
             .key(keys::clients(channel))
             .key(keys::secrets(channel))
             .key(keys::streams(channel))
+            .key(keys::index(channel))
             .arg(keys::idle_member(channel, public))
             .arg(public.as_str())
             .arg(now.0)
@@ -77,6 +78,7 @@ impl ClientRegistry for RedisStore {
                 .key(keys::secrets(channel))
                 .key(keys::streams(channel))
                 .key(keys::IDLE)
+                .key(keys::index(channel))
                 .arg(client.public_token.as_str())
                 .arg(client.private_token.as_str())
                 .arg(json)
@@ -119,24 +121,46 @@ impl ClientRegistry for RedisStore {
         })
     }
 
-    fn clients<'a>(&'a self, channel: &'a ChannelName) -> StoreFuture<'a, Vec<ClientRecord>> {
+    fn clients<'a>(&'a self, channel: &'a ChannelName, page: &'a Page) -> StoreFuture<'a, Vec<ClientRecord>> {
         Box::pin(async move {
-            let mut connection = self.connection();
-            let (records, streams): (Hash<Vec<u8>>, Hash<u32>) = redis::pipe()
-                .hgetall(keys::clients(channel))
-                .hgetall(keys::streams(channel))
-                .query_async(&mut connection)
+            let start = page
+                .after
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |after| format!("({after}"));
+            let flat: Vec<Vec<u8>> = self
+                .scripts
+                .list
+                .key(keys::clients(channel))
+                .key(keys::streams(channel))
+                .key(keys::index(channel))
+                .arg(start)
+                .arg(page.limit)
+                .invoke_async(&mut self.connection())
                 .await
                 .map_err(unavailable)?;
-            let mut clients: Vec<ClientRecord> = records
-                .into_iter()
-                .filter_map(|(public, json)| {
-                    let count = streams.iter().find(|(p, _)| *p == public).map_or(0, |(_, n)| *n);
-                    record(PublicToken::parse(&public).ok()?, &json, count)
+            Ok(flat
+                .chunks_exact(3)
+                .filter_map(|client| {
+                    let public = PublicToken::parse(std::str::from_utf8(&client[0]).ok()?).ok()?;
+                    let streams = std::str::from_utf8(&client[2]).ok()?.parse().unwrap_or(0);
+                    record(public, &client[1], streams)
                 })
-                .collect();
-            clients.sort_by(|a, b| a.public_token.cmp(&b.public_token));
-            Ok(clients)
+                .collect())
+        })
+    }
+
+    fn census<'a>(&'a self, channel: &'a ChannelName) -> StoreFuture<'a, Census> {
+        Box::pin(async move {
+            let (registered, streams): (usize, Vec<u32>) = redis::pipe()
+                .hlen(keys::clients(channel))
+                .hvals(keys::streams(channel))
+                .query_async(&mut self.connection())
+                .await
+                .map_err(unavailable)?;
+            Ok(Census {
+                registered,
+                connected: streams.iter().filter(|n| **n > 0).count(),
+            })
         })
     }
 
@@ -153,6 +177,7 @@ impl ClientRegistry for RedisStore {
                 .key(keys::secrets(channel))
                 .key(keys::streams(channel))
                 .key(keys::IDLE)
+                .key(keys::index(channel))
                 .arg(public.as_str())
                 .arg(keys::idle_member(channel, public))
                 .arg(keys::EVENTS)

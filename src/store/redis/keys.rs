@@ -38,6 +38,12 @@ pub(super) fn streams(channel: &ChannelName) -> String {
     format!("ssehub:streams:{channel}")
 }
 
+/// A channel's public tokens, in order: a sorted set, every member scored 0
+/// (see `list.lua`).
+pub(super) fn index(channel: &ChannelName) -> String {
+    format!("ssehub:index:{channel}")
+}
+
 /// A client's member in the idle set: channel and public token cannot contain a newline.
 pub(super) fn idle_member(channel: &ChannelName, public: &PublicToken) -> String {
     format!("{channel}\n{public}")

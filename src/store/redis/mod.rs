@@ -15,8 +15,10 @@
 //!   Redis delivers a connection's messages in order, so every node sees each
 //!   channel's messages in position order.
 //! - Clients ([`clients`]): hashes per channel for registrations, secrets and
-//!   open-stream counts, and one sorted set of idle deadlines; every change is
-//!   one script, so two nodes never half-apply one. Expiry claims each due
+//!   open-stream counts, a sorted index of public tokens per channel (so a
+//!   page of the presence list reads only that page: `list.lua`), and one
+//!   sorted set of idle deadlines; every change is one script, so two nodes
+//!   never half-apply one. Expiry claims each due
 //!   client atomically, so exactly one node announces it.
 //! - Keys ([`keys`]): every key a script touches is passed through `KEYS`.
 //! - Faults: a command that fails answers `StoreError::Unavailable` (503). When

@@ -14,6 +14,7 @@ pub(super) struct Scripts {
     pub(super) attach: Script,
     pub(super) detach: Script,
     pub(super) expire: Script,
+    pub(super) list: Script,
 }
 
 impl Scripts {
@@ -26,6 +27,7 @@ impl Scripts {
             attach: Script::new(include_str!("attach.lua")),
             detach: Script::new(include_str!("detach.lua")),
             expire: Script::new(include_str!("expire.lua")),
+            list: Script::new(include_str!("list.lua")),
         }
     }
 }
