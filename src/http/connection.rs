@@ -97,12 +97,7 @@ pub(crate) async fn serve_connection<S>(
 /// Answers a connection that came when all places were taken with
 /// `503 too_many_connections`, and closes it.
 pub(crate) async fn refuse_connection(stream: TcpStream) {
-    let answer = Answer {
-        method: &warp::http::Method::GET,
-        version: warp::http::Version::HTTP_11,
-        keep_alive: false,
-        write_timeout: REFUSAL_WRITE_TIMEOUT,
-    };
+    let answer = Answer::last(REFUSAL_WRITE_TIMEOUT);
     let _ = write_answer(&stream, ApiError::TooManyConnections.into_response(), answer).await;
 }
 
@@ -265,13 +260,7 @@ where
 /// Answers a request that cannot be served with `error` (the connection is
 /// then closed).
 async fn answer_error(conn: &Conn, error: ApiError, api: &Api) {
-    let answer = Answer {
-        method: &warp::http::Method::GET,
-        version: warp::http::Version::HTTP_11,
-        keep_alive: false,
-        write_timeout: api.write_timeout,
-    };
-    let _ = write_answer(&conn.stream, error.into_response(), answer).await;
+    let _ = write_answer(&conn.stream, error.into_response(), Answer::last(api.write_timeout)).await;
 }
 
 /// Answers a head that cannot be served, and closes.

@@ -39,6 +39,19 @@ pub(super) struct Answer<'a> {
     pub(super) write_timeout: Duration,
 }
 
+impl Answer<'static> {
+    /// The last answer on a connection, to whatever request it was (or to
+    /// none that could be read): the connection closes after it.
+    pub(super) fn last(write_timeout: Duration) -> Self {
+        Answer {
+            method: &Method::GET,
+            version: Version::HTTP_11,
+            keep_alive: false,
+            write_timeout,
+        }
+    }
+}
+
 /// Writes the answer; `Ok(true)` when the connection can carry another
 /// request (the client and the answer allow it, and its body was framed).
 pub(super) async fn write_answer(stream: &TcpStream, response: Response, answer: Answer<'_>) -> io::Result<bool> {
@@ -65,7 +78,7 @@ pub(super) async fn write_answer(stream: &TcpStream, response: Response, answer:
     let mut head = head_of(&parts);
     drop(parts);
     match length {
-        Some(length) if parts_status_has_length(bodiless, answer.method) => {
+        Some(length) if says_length(bodiless, answer.method) => {
             let _ = write!(head, "content-length: {length}\r\n");
         }
         _ if chunked => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
@@ -117,7 +130,7 @@ pub(super) async fn write_answer(stream: &TcpStream, response: Response, answer:
 
 /// Whether a bodiless answer still says its length: a `HEAD` answer does (the
 /// length the `GET` would have), a 204 or 304 does not.
-fn parts_status_has_length(bodiless: bool, method: &Method) -> bool {
+fn says_length(bodiless: bool, method: &Method) -> bool {
     !bodiless || method == Method::HEAD
 }
 

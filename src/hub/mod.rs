@@ -348,3 +348,69 @@ impl Hub {
         subscription::failure_only(self.shared.settings.retry_ms, code, message)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures::StreamExt;
+
+    use super::*;
+    use crate::config::StoreChoice;
+    use crate::store::{self, Retention};
+
+    async fn hub() -> Hub {
+        let tasks = TaskTracker::new();
+        let stop = CancellationToken::new();
+        let fanout = Fanout::new(16, tasks.clone());
+        let retention = Retention {
+            max_messages: 100,
+            max_age: Duration::from_secs(3600),
+        };
+        let store = store::open(&StoreChoice::Memory, retention, fanout.clone(), &tasks, &stop)
+            .await
+            .unwrap();
+        let settings = HubSettings {
+            retry_ms: 2000,
+            heartbeat: Duration::from_secs(15),
+            default_timeout: Duration::from_secs(60),
+            max_subscribers: 10,
+            replay_batch: 64,
+            client_idle_seconds: 60,
+        };
+        let access = Arc::new(Access::new(Vec::new(), Vec::new(), Vec::new()));
+        Hub::new(settings, access, fanout, store, tasks, stop)
+    }
+
+    /// A stream whose transport cannot lend its socket (no outlet: an HTTP/2
+    /// stream, say) is pulled: woken by its topic's writer, it reads the ring
+    /// itself, and gets every message, in order.
+    #[tokio::test]
+    async fn a_stream_without_an_outlet_is_pulled() {
+        let hub = hub().await;
+        let channel = ChannelName::parse("pulled").unwrap();
+        let stream = hub
+            .subscribe(channel.clone(), SubscribeRequest::default())
+            .await
+            .unwrap();
+        let mut stream = std::pin::pin!(stream);
+        let preamble = stream.next().await.unwrap().unwrap();
+        assert!(preamble.starts_with(b"retry: 2000\n"));
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            let draft = Draft::system("n", &serde_json::json!(i));
+            ids.push(hub.publish(&channel, draft).await.unwrap().id);
+        }
+        let mut received = String::new();
+        while !ids.iter().all(|id| received.contains(&format!("id: {id}\n"))) {
+            let chunk = tokio::time::timeout(Duration::from_secs(5), stream.next())
+                .await
+                .expect("the pulled stream was woken")
+                .unwrap()
+                .unwrap();
+            received.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+        let positions: Vec<usize> = ids.iter().map(|id| received.find(id.as_str()).unwrap()).collect();
+        assert!(positions.windows(2).all(|pair| pair[0] < pair[1]), "{received}");
+    }
+}
