@@ -208,7 +208,7 @@ async fn maintain(hub: Hub, stop: CancellationToken) {
                 if ticks.is_multiple_of(REPORT_EVERY_TICKS) {
                     let stalled = stalled_streams();
                     if stalled > 0 {
-                        tracing::info!(streams = stalled, "streams ended because their client read nothing for the write timeout");
+                        tracing::info!(streams = stalled, "streams ended because their client read nothing for the write timeout (by the server or the kernel)");
                     }
                 }
             }

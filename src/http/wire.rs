@@ -198,27 +198,27 @@ pub(super) async fn write_stream(socket: Arc<TcpStream>, response: Response, wri
         let mut body = std::pin::pin!(body);
         loop {
             let step = tokio::select! {
-                frame = body.frame() => Some(frame),
-                () = &mut gone => None,
+                frame = body.frame() => Ok(frame),
+                ended = &mut gone => Err(ended),
             };
             match step {
-                Some(Some(Ok(frame))) => {
+                Ok(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
-                        match write_all(&socket, &data, write_timeout).await {
-                            Ok(()) => {}
-                            Err(error) if error.kind() == io::ErrorKind::TimedOut => {
-                                STALLED.fetch_add(1, Ordering::Relaxed);
-                                break;
-                            }
-                            Err(_) => break,
+                        if let Err(error) = write_all(&socket, &data, write_timeout).await {
+                            count_if_stalled(&error);
+                            break;
                         }
                     }
                 }
-                Some(Some(Err(error))) => {
+                Ok(Some(Err(error))) => {
                     tracing::debug!(%error, "stream body failed");
                     break;
                 }
-                Some(None) | None => break,
+                Err(Err(error)) => {
+                    count_if_stalled(&error);
+                    break;
+                }
+                Ok(None) | Err(Ok(())) => break,
             }
         }
     }
@@ -243,19 +243,28 @@ pub(super) async fn write_all(socket: &TcpStream, mut bytes: &[u8], timeout: Dur
     Ok(())
 }
 
-/// Completes when the client has closed its side. A subscriber sends nothing
-/// after its request, so anything it does send is read and dropped.
-async fn client_gone(stream: &TcpStream) {
+/// A stream ended by a write that timed out: ours (nothing written for the
+/// write timeout) or the kernel's (`TCP_USER_TIMEOUT`, set to the same time,
+/// which is usually first to notice a client whose window stays shut).
+fn count_if_stalled(error: &io::Error) {
+    if error.kind() == io::ErrorKind::TimedOut {
+        STALLED.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Completes when the client has closed its side (`Ok`), or the connection
+/// failed (`Err`, `TimedOut` when the kernel gave up on unacknowledged data).
+/// A subscriber sends nothing after its request, so anything it does send is
+/// read and dropped.
+async fn client_gone(stream: &TcpStream) -> io::Result<()> {
     let mut sink = [0u8; 64];
     loop {
-        if stream.readable().await.is_err() {
-            return;
-        }
+        stream.readable().await?;
         match stream.try_read(&mut sink) {
-            Ok(0) => return,
+            Ok(0) => return Ok(()),
             Ok(_) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(_) => return,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            Err(error) => return Err(error),
         }
     }
 }
