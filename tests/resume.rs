@@ -236,7 +236,9 @@ async fn a_last_event_id_header_longer_than_64_is_invalid_query() {
     let server = TestServer::start(&[]);
     // Within the 32 KiB a request head may take; past it, the head itself is refused.
     let huge = "x".repeat(70_000);
-    let response = server.get("/channels/r/events", &[("last-event-id", huge.as_str())]).await;
+    let response = server
+        .get("/channels/r/events", &[("last-event-id", huge.as_str())])
+        .await;
     expect_error(response, 431, "headers_too_large").await;
     for long in ["a".repeat(65), "x".repeat(20_000)] {
         let headers = [("last-event-id", long.as_str())];
