@@ -11,6 +11,8 @@ mod client;
 mod frames;
 mod id;
 mod message;
+#[cfg(test)]
+mod properties;
 mod query;
 mod segment;
 mod time;
