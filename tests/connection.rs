@@ -428,16 +428,27 @@ async fn churn_leaves_nothing_behind() {
         }
     };
     round(400).await;
+    // Settled: no stream left, and the open files unchanged over a second.
+    // The check asks on a connection of its own that it closes, so that no
+    // pooled connection of the test's is counted.
     let settle = || async {
         let deadline = Instant::now() + Duration::from_secs(10);
-        let mut last = open_files();
+        let (mut last, mut same) = (open_files(), 0);
         while Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(200)).await;
+            let mut check = Connection::open(&server).await;
+            check
+                .write(b"GET /channels/churn HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await;
+            let streams = check.answer().await.body["subscribers"].as_u64();
+            assert!(check.closed().await);
+            drop(check);
             let now = open_files();
-            if now == last && server.channel_info("churn").await["subscribers"] == 0 {
-                return now;
-            }
+            same = if now == last { same + 1 } else { 0 };
             last = now;
+            if same >= 5 && streams == Some(0) {
+                break;
+            }
         }
         last
     };
